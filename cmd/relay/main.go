@@ -1,0 +1,86 @@
+// Command relay is the Relay server: app backends publish over HTTP,
+// browsers and phones receive over WebSocket.
+//
+//	relay [serve] [flags]   serve (the default)
+//	relay version           print the version
+//
+// Configuration comes from RELAY_* environment variables and flags (flags
+// win); `relay serve -h` lists every setting with its default.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/relayhq/relay/internal/server"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, getenv, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "relay", version())
+		return 0
+	case "help":
+		fmt.Fprintln(stdout, "Usage: relay [serve|version] [flags]; relay serve -h lists the settings.")
+		return 0
+	}
+	fmt.Fprintf(stderr, "relay: unknown command %q; use serve or version\n", cmd)
+	return 2
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := parseServe(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "relay: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	if cfg.PrintConfig {
+		cfg.print(stdout)
+		return 0
+	}
+	log := cfg.logger(stderr)
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		log.Error("cannot listen; set -addr / RELAY_ADDR to a free address", "addr", cfg.Addr, "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv := server.New(cfg.serverConfig(), log)
+	log.Info("relay listening", "addr", ln.Addr().String(), "engine", "memory", "version", version())
+	if err := srv.Run(ctx, ln); err != nil {
+		log.Error("relay stopped", "err", err)
+		return 1
+	}
+	log.Info("relay stopped")
+	return 0
+}

@@ -1,0 +1,291 @@
+// Package api serves Relay's HTTP routes: the seed API (health, register,
+// publish, the WebSocket upgrade) and the commands clients send over their
+// sockets. It decodes and validates every input, maps errors to statuses in
+// one table (errors.go) and answers every failure with {"error": "..."}.
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/relay"
+	"github.com/relayhq/relay/internal/ws"
+)
+
+// Config tunes the API. The zero value works.
+type Config struct {
+	// PublicURL is the base of the socket URLs /register hands out
+	// (ws://, wss://, http:// or https://, with an optional path prefix).
+	// Nil builds them from each request's Host.
+	PublicURL *url.URL
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes int64 // default 1 MiB
+	// MaxMessageBytes bounds a published message.
+	MaxMessageBytes int // default 64 KiB
+	// AllowedOrigins lists the browser origins allowed by CORS and on
+	// WebSocket upgrades; empty or "*" allows any.
+	AllowedOrigins []string
+	// Metrics, when set, is served at GET /metrics.
+	Metrics http.Handler
+}
+
+// Defaults for the zero Config.
+const (
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultMaxMessageBytes = 64 << 10
+)
+
+// API is the HTTP handler. Create it with New.
+type API struct {
+	cfg     Config
+	hub     *hub.Hub
+	broker  relay.Broker
+	ws      *ws.Server
+	log     *slog.Logger
+	handler http.Handler
+	stats   Stats
+	anyOrig bool
+	closing atomic.Bool
+}
+
+// New builds the API over a hub, the broker that carries publishes, and the
+// WebSocket server.
+func New(cfg Config, h *hub.Hub, b relay.Broker, wss *ws.Server, log *slog.Logger) *API {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &API{cfg: cfg, hub: h, broker: b, ws: wss, log: log}
+	a.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
+	mux := http.NewServeMux()
+	mux.Handle("/health", a.methods(http.MethodGet, a.health))
+	mux.Handle("/register", a.methods(http.MethodPost, a.register))
+	mux.Handle("/register/{id}", a.methods(http.MethodDelete, a.unregister))
+	mux.Handle("/publish", a.methods(http.MethodPost, a.publish))
+	mux.Handle("/ws/{id}", a.methods(http.MethodGet, a.socket))
+	if cfg.Metrics != nil {
+		mux.Handle("/metrics", a.methods(http.MethodGet, cfg.Metrics.ServeHTTP))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		a.failStatus(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	})
+	a.handler = a.cors(mux)
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
+
+// Stats returns the API's counters.
+func (a *API) Stats() *Stats { return &a.stats }
+
+// Drain makes /health answer 503 so load balancers stop sending traffic
+// while the server shuts down.
+func (a *API) Drain() { a.closing.Store(true) }
+
+// methods serves h for one method (GET also answers HEAD) and refuses the
+// others with 405 and an Allow header.
+func (a *API) methods(method string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == method || (method == http.MethodGet && r.Method == http.MethodHead) {
+			h(w, r)
+			return
+		}
+		w.Header().Set("Allow", method+", OPTIONS")
+		a.failStatus(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, method))
+	})
+}
+
+// allowedOrigin reports whether a browser at origin may use the API.
+func (a *API) allowedOrigin(origin string) bool {
+	return a.anyOrig || slices.Contains(a.cfg.AllowedOrigins, origin)
+}
+
+// CheckOrigin is the WebSocket upgrade's origin check: requests without an
+// Origin (non-browser clients) pass; browsers must be allowed.
+func (a *API) CheckOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	return o == "" || a.allowedOrigin(o)
+}
+
+// cors answers preflights and marks responses readable by allowed origins.
+func (a *API) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin != "" && a.allowedOrigin(origin) {
+			h := w.Header()
+			if a.anyOrig {
+				h.Set("Access-Control-Allow-Origin", "*")
+			} else {
+				h.Set("Access-Control-Allow-Origin", origin)
+				h.Add("Vary", "Origin")
+			}
+			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+				if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+					h.Set("Access-Control-Allow-Headers", req)
+				} else {
+					h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization")
+				}
+				h.Set("Access-Control-Max-Age", "86400")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		if r.Method == http.MethodOptions {
+			if origin != "" && !a.allowedOrigin(origin) {
+				a.failStatus(w, http.StatusForbidden, fmt.Sprintf("origin %q is not allowed", origin))
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *API) health(w http.ResponseWriter, r *http.Request) {
+	if a.closing.Load() {
+		a.failStatus(w, http.StatusServiceUnavailable, "shutting down")
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// body reads a request body of at most MaxBodyBytes.
+func (a *API) body(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, fmt.Errorf("request body exceeds %d bytes: %w", tooBig.Limit, relay.ErrTooLarge)
+		}
+		return nil, fmt.Errorf("reading request body: %v: %w", err, relay.ErrInvalid)
+	}
+	return b, nil
+}
+
+func (a *API) register(w http.ResponseWriter, r *http.Request) {
+	b, err := a.body(w, r)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	req, err := decodeRegister(b)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	base, err := a.socketBase(r)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	id, err := a.hub.Register(req.User)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		URL string `json:"url"`
+	}{base + string(id)})
+}
+
+// socketBase returns the URL that register's ids are appended to: the
+// configured public URL, else ws://<Host>/ws/ (wss:// over TLS).
+func (a *API) socketBase(r *http.Request) (string, error) {
+	if u := a.cfg.PublicURL; u != nil {
+		scheme := u.Scheme
+		switch scheme {
+		case "http":
+			scheme = "ws"
+		case "https":
+			scheme = "wss"
+		}
+		return scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/") + "/ws/", nil
+	}
+	host := r.Host
+	if host == "" {
+		if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			host = addr.String()
+		}
+	}
+	if !validHost(host) {
+		return "", fmt.Errorf("the Host header %s is not a host name; configure the server's public URL: %w", strconv.Quote(host), relay.ErrInvalid)
+	}
+	scheme := "ws"
+	if r.TLS != nil {
+		scheme = "wss"
+	}
+	return scheme + "://" + host + "/ws/", nil
+}
+
+// validHost accepts host[:port] made of the characters DNS names, IPv4 and
+// bracketed IPv6 literals use, so a Host header cannot inject a path or
+// query into the URLs handed out.
+func validHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.', c == '-', c == '_', c == ':', c == '[', c == ']':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func (a *API) unregister(w http.ResponseWriter, r *http.Request) {
+	if err := a.hub.Unregister(relay.ClientID(r.PathValue("id"))); err != nil {
+		a.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// publishResponse is POST /publish's answer; seed clients ignore it.
+type publishResponse struct {
+	Delivered int `json:"delivered"`
+}
+
+func (a *API) publish(w http.ResponseWriter, r *http.Request) {
+	b, err := a.body(w, r)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	p, err := decodePublish(b, a.cfg.MaxMessageBytes)
+	if err == nil {
+		err = a.hub.CheckTopic(p.Topic)
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	m := &relay.Message{Topic: p.Topic, User: p.User, HasUser: p.HasUser, Data: p.Message}
+	rc, err := a.broker.Publish(r.Context(), m)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, publishResponse{Delivered: rc.Delivered})
+}

@@ -1,0 +1,474 @@
+// Package hub keeps this node's registrations and its topic and user
+// indexes, and fans published messages out to the live connections. It
+// knows no transport (connections are relay.Subscribers) and no broker.
+//
+// Ownership and locks. Each lock is an unexported mu above what it guards:
+//
+//   - Hub.regMu guards the registration table (clients, users), the expiry
+//     heap and every Client.deadline;
+//   - Client.mu guards that client's socket and desired topics;
+//   - shard.mu guards one shard of the topic → subscribers index.
+//
+// Lock order: Hub.regMu → Client.mu → shard.mu → whatever a Subscriber
+// takes inside Deliver. Nothing takes them the other way round. A publish
+// takes read locks only (plus Client.mu for user-targeted messages) and
+// only enqueues: no I/O, logging or waiting happens under any of them.
+package hub
+
+import (
+	"container/heap"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/relayhq/relay/internal/relay"
+)
+
+// Config tunes a Hub. The zero value works: every zero field takes the
+// default named beside it.
+type Config struct {
+	// RegistrationTTL is how long a registration that never connects lives.
+	RegistrationTTL time.Duration // default 10m
+	// ReconnectGrace is how long a registration outlives its socket, so a
+	// client can reconnect with the same URL and keep its topics. Negative
+	// forgets the registration as soon as its socket closes (the tutorial's
+	// behaviour).
+	ReconnectGrace time.Duration // default 30s
+	// MaxRegistrations bounds the registration table.
+	MaxRegistrations int // default 1,000,000
+	// MaxTopics bounds the topics of one client.
+	MaxTopics int // default 128
+	// MaxTopicLength bounds a topic name, in bytes.
+	MaxTopicLength int // default 256
+	// SweepInterval is how often expired registrations are removed.
+	SweepInterval time.Duration // default 1s
+}
+
+// Defaults for the zero Config.
+const (
+	DefaultRegistrationTTL  = 10 * time.Minute
+	DefaultReconnectGrace   = 30 * time.Second
+	DefaultMaxRegistrations = 1_000_000
+	DefaultMaxTopics        = 128
+	DefaultMaxTopicLength   = 256
+)
+
+func (c Config) withDefaults() Config {
+	if c.RegistrationTTL <= 0 {
+		c.RegistrationTTL = DefaultRegistrationTTL
+	}
+	if c.ReconnectGrace == 0 {
+		c.ReconnectGrace = DefaultReconnectGrace
+	}
+	if c.MaxRegistrations <= 0 {
+		c.MaxRegistrations = DefaultMaxRegistrations
+	}
+	if c.MaxTopics <= 0 {
+		c.MaxTopics = DefaultMaxTopics
+	}
+	if c.MaxTopicLength <= 0 {
+		c.MaxTopicLength = DefaultMaxTopicLength
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Second
+	}
+	return c
+}
+
+// DefaultTopics are the topics a new client starts with, as in the tutorial.
+var DefaultTopics = []string{"cats"}
+
+// Hub is the index of one node. Create it with New.
+type Hub struct {
+	cfg Config
+	log *slog.Logger
+
+	regMu   sync.RWMutex
+	clients map[relay.ClientID]*Client
+	users   map[relay.UserID][]*Client
+	expiry  expiryHeap
+
+	topics [shardCount]shard
+
+	stats Stats
+}
+
+// Stats are the hub's counters, read by the metrics exporter.
+type Stats struct {
+	Registrations atomic.Int64  // registrations currently held
+	Connections   atomic.Int64  // registrations with a live socket
+	Expired       atomic.Uint64 // registrations removed by expiry
+	Publishes     atomic.Uint64 // messages fanned out
+	Deliveries    atomic.Uint64 // messages queued for a connection
+}
+
+// New returns an empty hub. It starts nothing; Run removes expired
+// registrations.
+func New(cfg Config, log *slog.Logger) *Hub {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Hub{
+		cfg:     cfg.withDefaults(),
+		log:     log,
+		clients: make(map[relay.ClientID]*Client),
+		users:   make(map[relay.UserID][]*Client),
+	}
+	for i := range h.topics {
+		h.topics[i].topics = make(map[string]*subscribers)
+	}
+	return h
+}
+
+// Stats returns the hub's live counters.
+func (h *Hub) Stats() *Stats { return &h.stats }
+
+// Client is one registration: an id bound to a user, the topics it wants
+// and, while connected, its socket.
+type Client struct {
+	ID   relay.ClientID
+	User relay.UserID
+
+	mu     sync.Mutex
+	sub    relay.Subscriber // the live socket, nil while disconnected
+	topics []string         // the desired topics, kept across reconnects
+	gone   bool             // unregistered or expired: no further attach
+
+	deadline time.Time // guarded by Hub.regMu; zero while attached
+}
+
+// Topics returns a copy of the client's topics.
+func (c *Client) Topics() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.topics)
+}
+
+// newID returns 128 random bits as 32 lowercase hex digits.
+func newID() relay.ClientID {
+	var b [16]byte
+	rand.Read(b[:]) // never fails on supported platforms (crypto/rand docs)
+	return relay.ClientID(hex.EncodeToString(b[:]))
+}
+
+// Register creates a registration for user with the default topics. It
+// expires unless a socket attaches within the registration TTL.
+func (h *Hub) Register(user relay.UserID) (relay.ClientID, error) {
+	c := &Client{ID: newID(), User: user, topics: slices.Clone(DefaultTopics)}
+	h.regMu.Lock()
+	defer h.regMu.Unlock()
+	if len(h.clients) >= h.cfg.MaxRegistrations {
+		return "", fmt.Errorf("registration limit of %d reached; unused registrations expire after %s: %w",
+			h.cfg.MaxRegistrations, h.cfg.RegistrationTTL, relay.ErrLimit)
+	}
+	h.clients[c.ID] = c
+	h.users[user] = append(h.users[user], c)
+	h.setDeadlineLocked(c, time.Now().Add(h.cfg.RegistrationTTL))
+	h.stats.Registrations.Add(1)
+	return c.ID, nil
+}
+
+// Registered reports whether id is a live registration.
+func (h *Hub) Registered(id relay.ClientID) bool {
+	h.regMu.RLock()
+	defer h.regMu.RUnlock()
+	_, ok := h.clients[id]
+	return ok
+}
+
+// Unregister forgets id and closes its socket, if any.
+func (h *Hub) Unregister(id relay.ClientID) error {
+	h.regMu.Lock()
+	c, ok := h.clients[id]
+	if ok {
+		h.removeLocked(c)
+	}
+	h.regMu.Unlock()
+	if !ok {
+		return fmt.Errorf("no registration with id %q: %w", id, relay.ErrNotFound)
+	}
+	if sub := h.retire(c); sub != nil {
+		sub.Close(relay.CloseUnregistered)
+	}
+	return nil
+}
+
+// removeLocked drops c from the registration table. The caller holds
+// regMu and must then retire c.
+func (h *Hub) removeLocked(c *Client) {
+	delete(h.clients, c.ID)
+	list := h.users[c.User]
+	if i := slices.Index(list, c); i >= 0 {
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(h.users, c.User)
+	} else {
+		h.users[c.User] = list
+	}
+	h.stats.Registrations.Add(-1)
+}
+
+// retire marks a removed client gone and unsubscribes its socket, which it
+// returns so the caller can close it outside the locks.
+func (h *Hub) retire(c *Client) relay.Subscriber {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gone = true
+	sub := c.sub
+	if sub != nil {
+		h.unsubscribeAll(c.topics, sub)
+		c.sub = nil
+		h.stats.Connections.Add(-1)
+	}
+	return sub
+}
+
+// Attach binds a new socket to registration id and subscribes it to the
+// client's topics. A socket already attached is replaced and closed with
+// relay.CloseReplaced: the newest connection wins, so a client whose old
+// TCP connection is half-dead can reconnect at once.
+func (h *Hub) Attach(id relay.ClientID, sub relay.Subscriber) (*Client, error) {
+	h.regMu.Lock()
+	c, ok := h.clients[id]
+	if ok {
+		c.deadline = time.Time{} // any heap entry for c is now stale
+	}
+	h.regMu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no registration with id %q: %w", id, relay.ErrNotFound)
+	}
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("registration %q was removed: %w", id, relay.ErrNotFound)
+	}
+	old := c.sub
+	if old != nil {
+		h.unsubscribeAll(c.topics, old)
+	} else {
+		h.stats.Connections.Add(1)
+	}
+	c.sub = sub
+	for _, t := range c.topics {
+		h.subscribe(t, sub)
+	}
+	c.mu.Unlock()
+	if old != nil {
+		old.Close(relay.CloseReplaced)
+	}
+	return c, nil
+}
+
+// Detach unbinds sub from c after its socket closed. The registration then
+// lives for the reconnect grace (or is forgotten at once when the grace is
+// negative). Detaching a socket that was already replaced does nothing.
+func (h *Hub) Detach(c *Client, sub relay.Subscriber) {
+	c.mu.Lock()
+	if c.sub != sub || sub == nil {
+		c.mu.Unlock()
+		return
+	}
+	h.unsubscribeAll(c.topics, sub)
+	c.sub = nil
+	gone := c.gone
+	c.mu.Unlock()
+	h.stats.Connections.Add(-1)
+	if gone {
+		return
+	}
+	h.regMu.Lock()
+	defer h.regMu.Unlock()
+	if h.clients[c.ID] != c {
+		return
+	}
+	if h.cfg.ReconnectGrace < 0 {
+		c.mu.Lock()
+		if c.sub == nil { // nobody re-attached in between
+			c.gone = true
+			h.removeLocked(c)
+		}
+		c.mu.Unlock()
+		return
+	}
+	h.setDeadlineLocked(c, time.Now().Add(h.cfg.ReconnectGrace))
+}
+
+// SetTopics replaces the topics of c, whose socket is sub. Topics are
+// de-duplicated; an invalid topic or too many of them change nothing.
+func (h *Hub) SetTopics(c *Client, sub relay.Subscriber, topics []string) error {
+	topics, err := h.normalize(topics)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sub != sub {
+		return fmt.Errorf("connection was replaced or closed: %w", relay.ErrNotFound)
+	}
+	old := newSet(c.topics)
+	now := newSet(topics)
+	for _, t := range c.topics {
+		if !now.has(t) {
+			h.unsubscribe(t, sub)
+		}
+	}
+	for _, t := range topics {
+		if !old.has(t) {
+			h.subscribe(t, sub)
+		}
+	}
+	c.topics = topics
+	return nil
+}
+
+// normalize validates topics and removes duplicates, keeping the order.
+func (h *Hub) normalize(topics []string) ([]string, error) {
+	out := make([]string, 0, len(topics))
+	seen := newSet(nil)
+	for _, t := range topics {
+		if err := h.CheckTopic(t); err != nil {
+			return nil, err
+		}
+		if seen.has(t) {
+			continue
+		}
+		seen.add(t)
+		out = append(out, t)
+		if len(out) > h.cfg.MaxTopics {
+			return nil, fmt.Errorf("too many topics: at most %d per connection: %w", h.cfg.MaxTopics, relay.ErrLimit)
+		}
+	}
+	return out, nil
+}
+
+// CheckTopic validates a topic name: 1 to MaxTopicLength bytes of UTF-8
+// without control characters.
+func (h *Hub) CheckTopic(t string) error {
+	if t == "" {
+		return fmt.Errorf("topic must not be empty: %w", relay.ErrInvalid)
+	}
+	if len(t) > h.cfg.MaxTopicLength {
+		return fmt.Errorf("topic is %d bytes long, the limit is %d: %w", len(t), h.cfg.MaxTopicLength, relay.ErrInvalid)
+	}
+	if !utf8.ValidString(t) {
+		return fmt.Errorf("topic must be valid UTF-8: %w", relay.ErrInvalid)
+	}
+	for _, r := range t {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("topic %q contains a control character: %w", t, relay.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// Fanout delivers m to every local connection subscribed to its topic (and
+// registered with its user, when it has one) and returns how many accepted
+// it. It implements relay.Fanout.
+func (h *Hub) Fanout(m *relay.Message) int {
+	d := &relay.Delivery{Msg: m}
+	n := 0
+	if m.HasUser {
+		h.regMu.RLock()
+		for _, c := range h.users[m.User] {
+			c.mu.Lock()
+			if c.sub != nil && slices.Contains(c.topics, m.Topic) && c.sub.Deliver(d) {
+				n++
+			}
+			c.mu.Unlock()
+		}
+		h.regMu.RUnlock()
+	} else {
+		sh := h.shard(m.Topic)
+		sh.mu.RLock()
+		if s := sh.topics[m.Topic]; s != nil {
+			for _, sub := range s.list {
+				if sub.Deliver(d) {
+					n++
+				}
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	h.stats.Publishes.Add(1)
+	h.stats.Deliveries.Add(uint64(n))
+	return n
+}
+
+// Run removes expired registrations until ctx is done.
+func (h *Hub) Run(ctx context.Context) error {
+	t := time.NewTicker(h.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			if n := h.expire(now); n > 0 {
+				h.log.Debug("registrations expired", "count", n)
+			}
+		}
+	}
+}
+
+// expire removes every registration whose deadline is not after now and
+// returns how many it removed.
+func (h *Hub) expire(now time.Time) int {
+	h.regMu.Lock()
+	defer h.regMu.Unlock()
+	n := 0
+	for len(h.expiry) > 0 && !h.expiry[0].at.After(now) {
+		e := heap.Pop(&h.expiry).(expiryEntry)
+		c := e.c
+		if !c.deadline.Equal(e.at) || h.clients[c.ID] != c {
+			continue // stale: attached, re-scheduled or removed since
+		}
+		c.mu.Lock()
+		attached := c.sub != nil
+		if !attached {
+			c.gone = true
+		}
+		c.mu.Unlock()
+		if attached { // attached between Detach and now
+			c.deadline = time.Time{}
+			continue
+		}
+		h.removeLocked(c)
+		h.stats.Expired.Add(1)
+		n++
+	}
+	return n
+}
+
+func (h *Hub) setDeadlineLocked(c *Client, at time.Time) {
+	c.deadline = at
+	heap.Push(&h.expiry, expiryEntry{at: at, c: c})
+}
+
+// expiryHeap orders pending deadlines, earliest first. Entries whose client
+// has since attached or been re-scheduled are skipped when popped.
+type expiryHeap []expiryEntry
+
+type expiryEntry struct {
+	at time.Time
+	c  *Client
+}
+
+func (e expiryHeap) Len() int           { return len(e) }
+func (e expiryHeap) Less(i, j int) bool { return e[i].at.Before(e[j].at) }
+func (e expiryHeap) Swap(i, j int)      { e[i], e[j] = e[j], e[i] }
+func (e *expiryHeap) Push(x any)        { *e = append(*e, x.(expiryEntry)) }
+func (e *expiryHeap) Pop() any {
+	old := *e
+	x := old[len(old)-1]
+	old[len(old)-1] = expiryEntry{}
+	*e = old[:len(old)-1]
+	return x
+}

@@ -1,0 +1,69 @@
+// Package metrics exports Relay's counters to Prometheus. The hot paths
+// only bump atomic counters in their own packages; this package reads them
+// when /metrics is scraped, so scraping costs nothing between scrapes and
+// the hub stays free of Prometheus.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/relayhq/relay/internal/api"
+	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/ws"
+)
+
+// Sources are the counters to export.
+type Sources struct {
+	Hub *hub.Stats
+	WS  *ws.Stats
+	API *api.Stats
+}
+
+// Handler returns the /metrics handler for src, with Go runtime and process
+// metrics beside Relay's own.
+func Handler(src Sources) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	counter := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+	}
+	h, w := src.Hub, src.WS
+	gauge("relay_connections", "Open WebSocket connections.", func() float64 { return float64(w.Connections.Load()) })
+	gauge("relay_registrations", "Registrations held, connected or not.", func() float64 { return float64(h.Registrations.Load()) })
+	counter("relay_connections_accepted_total", "WebSocket upgrades completed.", func() float64 { return float64(w.Accepted.Load()) })
+	counter("relay_registrations_expired_total", "Registrations removed because they never connected or did not reconnect in time.", func() float64 { return float64(h.Expired.Load()) })
+	counter("relay_publishes_total", "Messages fanned out on this node.", func() float64 { return float64(h.Publishes.Load()) })
+	counter("relay_deliveries_total", "Messages queued for a connection.", func() float64 { return float64(h.Deliveries.Load()) })
+	counter("relay_slow_consumer_closes_total", "Connections closed because their send queue overflowed (close code 4002).", func() float64 { return float64(w.SlowConsumers.Load()) })
+	counter("relay_idle_closes_total", "Connections closed by the idle timeout (close code 4003).", func() float64 { return float64(w.IdleCloses.Load()) })
+	counter("relay_write_timeouts_total", "Connections dropped because a write to them timed out.", func() float64 { return float64(w.WriteTimeouts.Load()) })
+	counter("relay_protocol_violations_total", "Connections closed for breaking the WebSocket protocol or sending unsupported data.", func() float64 { return float64(w.Violations.Load()) })
+	counter("relay_backpressure_total", "Times a socket could not take a write at once and got a goroutine of its own.", func() float64 { return float64(w.Backpressured.Load()) })
+	counter("relay_ws_messages_received_total", "Text messages received from clients.", func() float64 { return float64(w.MessagesIn.Load()) })
+	reg.MustRegister(rejected{src.API})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// rejected exports the API's refusals by status.
+type rejected struct{ s *api.Stats }
+
+var rejectedDesc = prometheus.NewDesc("relay_http_rejected_total", "HTTP requests refused, by status.", []string{"status"}, nil)
+
+func (r rejected) Describe(ch chan<- *prometheus.Desc) { ch <- rejectedDesc }
+
+func (r rejected) Collect(ch chan<- prometheus.Metric) {
+	r.s.Rejected(func(status int, n uint64) {
+		ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.CounterValue, float64(n), strconv.Itoa(status))
+	})
+}

@@ -1,0 +1,81 @@
+// Package relaytest runs real Relay servers on 127.0.0.1:0 for tests.
+package relaytest
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/relayhq/relay/client"
+	"github.com/relayhq/relay/internal/server"
+)
+
+// Instance is a running server.
+type Instance struct {
+	URL    string // http://127.0.0.1:port
+	Addr   string // 127.0.0.1:port
+	Server *server.Server
+	Client *client.Client
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs a server with cfg until the test ends (or Stop).
+func Start(t testing.TB, cfg server.Config) *Instance {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv := server.New(cfg, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &Instance{
+		URL:    "http://" + ln.Addr().String(),
+		Addr:   ln.Addr().String(),
+		Server: srv,
+		cancel: cancel,
+		done:   make(chan error, 1),
+	}
+	go func() { in.done <- srv.Run(ctx, ln) }()
+	in.Client, err = client.New(in.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := in.Stop(); err != nil {
+			t.Errorf("server stop: %v", err)
+		}
+	})
+	return in
+}
+
+// Stop shuts the server down gracefully and returns Run's result. It is
+// safe to call twice.
+func (in *Instance) Stop() error {
+	in.cancel()
+	select {
+	case err, ok := <-in.done:
+		if ok {
+			close(in.done)
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		return context.DeadlineExceeded
+	}
+}
+
+// Eventually polls cond every 5ms until it holds or 10s pass.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

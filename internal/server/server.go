@@ -1,0 +1,158 @@
+// Package server assembles one Relay node (hub, broker, WebSocket server,
+// HTTP API, metrics) from structured configuration and runs it until its
+// context ends. cmd/relay builds the configuration; tests build it directly
+// to run real servers in-process.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/relayhq/relay/internal/api"
+	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/memorybroker"
+	"github.com/relayhq/relay/internal/metrics"
+	"github.com/relayhq/relay/internal/relay"
+	"github.com/relayhq/relay/internal/ws"
+)
+
+// Config configures a node. The zero value serves the seed API with
+// defaults everywhere.
+type Config struct {
+	Hub hub.Config
+	WS  ws.Config
+	API api.Config
+	// Metrics serves /metrics on the main listener.
+	Metrics bool
+	// ShutdownTimeout bounds a graceful stop: in-flight requests finish and
+	// sockets get their 1001 close within it.
+	ShutdownTimeout time.Duration // default 10s
+	// AdminAddr, when set, serves pprof and /metrics on a second listener
+	// (keep it private).
+	AdminAddr string
+	// HTTP server timeouts against slow clients.
+	ReadHeaderTimeout time.Duration // default 10s
+	ReadTimeout       time.Duration // default 30s
+	IdleTimeout       time.Duration // default 120s
+}
+
+// Server is one Relay node.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	Hub     *hub.Hub
+	WS      *ws.Server
+	API     *api.API
+	Broker  relay.Broker
+	metrics http.Handler
+}
+
+// New assembles a node; it starts nothing.
+func New(cfg Config, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.ShutdownTimeout, 10*time.Second)
+	def(&cfg.ReadHeaderTimeout, 10*time.Second)
+	def(&cfg.ReadTimeout, 30*time.Second)
+	def(&cfg.IdleTimeout, 120*time.Second)
+
+	s := &Server{cfg: cfg, log: log}
+	s.Hub = hub.New(cfg.Hub, log.With("component", "hub"))
+	s.Broker = memorybroker.New(s.Hub)
+	var a *api.API
+	wsCfg := cfg.WS
+	if wsCfg.CheckOrigin == nil {
+		wsCfg.CheckOrigin = func(r *http.Request) bool { return a.CheckOrigin(r) }
+	}
+	s.WS = ws.New(wsCfg)
+	apiCfg := cfg.API
+	if cfg.Metrics {
+		apiCfg.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.metrics.ServeHTTP(w, r) })
+	}
+	a = api.New(apiCfg, s.Hub, s.Broker, s.WS, log.With("component", "api"))
+	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats()})
+	s.API = a
+	return s
+}
+
+// Run serves on ln until ctx ends, then stops gracefully: /health turns
+// 503, the listener closes, in-flight requests finish, and every socket
+// gets a 1001 close, all within the shutdown timeout.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.API,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { return s.Hub.Run(ctx) })
+	g.Go(func() error { return s.WS.Run(ctx, s.cfg.ShutdownTimeout) })
+	if s.cfg.AdminAddr != "" {
+		admin, err := s.admin(ctx)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		g.Go(admin)
+	}
+	g.Go(func() error {
+		<-ctx.Done()
+		s.API.Drain()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// admin listens on the admin address for pprof and metrics.
+func (s *Server) admin(ctx context.Context) (func() error, error) {
+	ln, err := net.Listen("tcp", s.cfg.AdminAddr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/metrics", s.metrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.log.Info("admin listener (pprof, metrics)", "addr", ln.Addr().String())
+	return func() error {
+		go func() {
+			<-ctx.Done()
+			srv.Close()
+		}()
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}, nil
+}

@@ -1,0 +1,238 @@
+package ws
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/relayhq/relay/internal/relay"
+)
+
+// Handler receives what a client sends. Its methods run on the
+// connection's reader goroutine, one call at a time.
+type Handler interface {
+	// HandleText handles one complete, valid UTF-8 text message. msg is
+	// only valid during the call.
+	HandleText(c *Conn, msg []byte)
+	// HandleClose is called once, after the client can send no more.
+	HandleClose(c *Conn)
+}
+
+// connState is where a connection is in its close handshake.
+type connState uint8
+
+const (
+	stateOpen      connState = iota
+	stateClosing             // a close frame is queued; nothing more is accepted
+	stateCloseSent           // the close frame is written and the write side shut
+	stateClosed              // the socket is closed
+)
+
+// Conn is one WebSocket connection. It owns its socket: exactly one reader
+// goroutine (which parks without a buffer while the client is quiet) and,
+// only while there is something to write, one writer (a shared writer
+// goroutine for non-blocking writes, or a goroutine of its own while the
+// socket pushes back).
+//
+// Deliver and Close never block. Everything the connection sends goes
+// through its queue, so control frames never interleave with messages.
+type Conn struct {
+	srv    *Server
+	nc     net.Conn
+	raw    syscall.RawConn // nil when there is no file descriptor (TLS)
+	w      *writer
+	format relay.Format
+	encode func(*relay.Message) []byte
+	bucket uint32 // keepalive bucket: which tick of the cycle pings it
+	proto  string
+
+	lastHeard atomic.Int64 // unix nanoseconds of the last read from the client
+
+	h  Handler
+	rd readState // owned by the reader goroutine
+
+	mu        sync.Mutex
+	queue     [][]byte  // frames waiting for a writer, oldest first
+	queued    int       // bytes in queue
+	inflight  int       // bytes a writer has taken but not yet written
+	scheduled bool      // a writer owns the output side
+	state     connState //
+	readDone  bool      // the reader has stopped: no close reply will be read
+	deadline  int64     // unix nanoseconds by which a closing handshake ends
+}
+
+// Subprotocol returns the negotiated Sec-WebSocket-Protocol, or "".
+func (c *Conn) Subprotocol() string { return c.proto }
+
+// RemoteAddr returns the client's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Start begins reading with h. It must be called exactly once after
+// Upgrade, even for a connection the caller closes at once.
+func (c *Conn) Start(h Handler) {
+	c.h = h
+	go c.readLoop()
+}
+
+// Deliver queues the message in d, encoded once per format for all
+// subscribers. It implements relay.Subscriber.
+func (c *Conn) Deliver(d *relay.Delivery) bool {
+	return c.enqueue(d.Frame(c.format, c.encode))
+}
+
+// SendText queues a text message for this connection only.
+func (c *Conn) SendText(payload []byte) bool {
+	return c.enqueue(EncodeText(payload))
+}
+
+// enqueue appends frame to the queue and makes sure a writer will send it.
+// A frame that would take the queue past its byte limit closes the
+// connection with the slow-consumer code instead: the client is told, and
+// nothing it could still receive is dropped silently.
+func (c *Conn) enqueue(frame []byte) bool {
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return false
+	}
+	if c.queued+c.inflight+len(frame) > c.srv.cfg.SendQueueBytes {
+		c.mu.Unlock()
+		c.srv.stats.SlowConsumers.Add(1)
+		c.CloseWith(relay.CloseSlowConsumer, "")
+		return false
+	}
+	c.queue = append(c.queue, frame)
+	c.queued += len(frame)
+	sched := c.claimLocked()
+	c.mu.Unlock()
+	if sched {
+		c.w.add(c)
+	}
+	return true
+}
+
+// claimLocked marks the output side owned and reports whether the caller
+// must hand the connection to its writer.
+func (c *Conn) claimLocked() bool {
+	if c.scheduled {
+		return false
+	}
+	c.scheduled = true
+	return true
+}
+
+// Close starts the closing handshake for reason. It implements
+// relay.Subscriber.
+func (c *Conn) Close(reason relay.CloseReason) { c.CloseWith(reason, "") }
+
+// CloseWith starts the closing handshake for reason with a reason text for
+// the client (the table's text when empty). Messages already queued are
+// still sent first, except for a slow consumer, whose queue is dropped.
+func (c *Conn) CloseWith(reason relay.CloseReason, text string) {
+	cc := closeCodes[reason]
+	if text == "" {
+		text = cc.text
+	}
+	c.startClose(closeFrame(cc.code, text), reason == relay.CloseSlowConsumer)
+}
+
+// startClose queues frame (a close frame) as the last frame.
+func (c *Conn) startClose(frame []byte, drop bool) {
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return
+	}
+	if drop {
+		clear(c.queue)
+		c.queue = c.queue[:0]
+		c.queued = 0
+	}
+	c.state = stateClosing
+	c.deadline = time.Now().Add(c.srv.cfg.CloseTimeout).UnixNano()
+	c.queue = append(c.queue, frame)
+	c.queued += len(frame)
+	sched := c.claimLocked()
+	c.mu.Unlock()
+	if sched {
+		c.w.add(c)
+	}
+}
+
+// control queues a pong or ping, counted against the queue limit so that a
+// client pinging without reading cannot grow it.
+func (c *Conn) control(op byte, payload []byte) {
+	c.enqueue(appendFrame(make([]byte, 0, frameSize(len(payload))), op, payload))
+}
+
+// finish closes the socket at once and forgets the connection. It is safe
+// to call more than once and from any goroutine.
+func (c *Conn) finish() {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	c.state = stateClosed
+	clear(c.queue)
+	c.queue = nil
+	c.queued = 0
+	c.mu.Unlock()
+	c.nc.Close()
+	c.srv.remove(c)
+}
+
+// drainedLocked runs when a writer has sent everything queued. It releases
+// the output side and says whether the connection must now be finished.
+// When the queue ended with the close frame it shuts the write side, so the
+// client sees the close frame then EOF, and waits for the client's reply
+// unless the reader has already stopped.
+func (c *Conn) drainedLocked() (finish bool) {
+	c.scheduled = false
+	if c.state != stateClosing {
+		return false
+	}
+	if c.readDone {
+		return true
+	}
+	c.state = stateCloseSent
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	return false
+}
+
+// keepalive runs on every tick of the shared ticker: it pings the
+// connections of this tick's bucket, closes the idle ones, ends close
+// handshakes that ran out of time and lets go of queue memory that a quiet
+// connection no longer needs.
+func (c *Conn) keepalive(now int64, bucket uint32) {
+	c.mu.Lock()
+	switch c.state {
+	case stateOpen:
+		c.mu.Unlock()
+		if now-c.lastHeard.Load() > int64(c.srv.cfg.IdleTimeout) {
+			c.srv.stats.IdleCloses.Add(1)
+			c.Close(relay.CloseIdle)
+			return
+		}
+		if c.bucket == bucket {
+			c.enqueue(pingFrame)
+		}
+		c.mu.Lock()
+		if !c.scheduled && len(c.queue) == 0 && cap(c.queue) > 0 {
+			c.queue = nil
+		}
+		c.mu.Unlock()
+	case stateClosing, stateCloseSent:
+		late := now > c.deadline
+		c.mu.Unlock()
+		if late {
+			c.finish()
+		}
+	default:
+		c.mu.Unlock()
+	}
+}

@@ -1,0 +1,228 @@
+package ws
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/relayhq/relay/internal/relay"
+)
+
+// readState is the reader goroutine's parsing state. Both slices are nil
+// between messages, so a quiet connection holds no read memory.
+type readState struct {
+	partial []byte // the start of a frame whose rest has not arrived
+	msg     []byte // the fragments of a message being assembled
+	msgOp   byte   // the opcode of that message, 0 when none
+}
+
+// readBufSize is the size of the pooled buffers reads land in.
+const readBufSize = 8 << 10
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// readLoop is the connection's only reader. Between reads it parks in the
+// network poller holding no buffer and a shallow stack; a buffer is taken
+// from a pool only once the socket is readable.
+func (c *Conn) readLoop() {
+	defer c.readerExit()
+	for {
+		buf, n, err := c.read()
+		if err != nil || n == 0 {
+			if buf != nil {
+				readBufs.Put(buf)
+			}
+			return
+		}
+		c.lastHeard.Store(time.Now().UnixNano())
+		more := c.consume((*buf)[:n])
+		readBufs.Put(buf)
+		if !more {
+			return
+		}
+	}
+}
+
+// read waits until the socket is readable, then reads into a pooled buffer.
+func (c *Conn) read() (*[]byte, int, error) {
+	if c.raw == nil { // no descriptor to wait on: read with a buffer in hand
+		buf := readBufs.Get().(*[]byte)
+		n, err := c.nc.Read(*buf)
+		return buf, n, err
+	}
+	var (
+		buf  *[]byte
+		n    int
+		rerr error
+	)
+	err := c.raw.Read(func(fd uintptr) bool {
+		b := readBufs.Get().(*[]byte)
+		for {
+			n, rerr = syscall.Read(int(fd), *b)
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			readBufs.Put(b)
+			return false // park until readable
+		}
+		buf = b
+		return true
+	})
+	if err == nil {
+		err = rerr
+	}
+	return buf, n, err
+}
+
+// readerExit runs once when the reader stops, for whatever reason.
+func (c *Conn) readerExit() {
+	c.rd = readState{}
+	c.mu.Lock()
+	c.readDone = true
+	// Open: the client went away without a close frame. CloseSent: the
+	// client answered (or dropped) our close. Closing: the writer finishes
+	// the connection once the close frame is out.
+	fin := c.state == stateOpen || c.state == stateCloseSent
+	c.mu.Unlock()
+	if fin {
+		c.finish()
+	}
+	c.h.HandleClose(c)
+}
+
+// consume parses the frames in data, handling each complete one. It
+// returns false when the reader must stop.
+func (c *Conn) consume(data []byte) bool {
+	rd := &c.rd
+	if len(rd.partial) > 0 {
+		rd.partial = append(rd.partial, data...)
+		data = rd.partial
+	}
+	for len(data) > 0 {
+		h, err := parseHeader(data, c.srv.cfg.MaxMessageBytes)
+		if err == errShort {
+			break
+		}
+		if err != nil {
+			c.violation(err)
+			return false
+		}
+		if len(data) < h.size+h.length {
+			break
+		}
+		payload := data[h.size : h.size+h.length]
+		data = data[h.size+h.length:]
+		unmask(payload, h.key)
+		if !c.frame(h, payload) {
+			return false
+		}
+	}
+	switch {
+	case len(data) == 0:
+		rd.partial = nil
+	case len(rd.partial) > 0: // data is the tail of partial
+		rd.partial = rd.partial[:copy(rd.partial, data)]
+	default:
+		rd.partial = append([]byte(nil), data...)
+	}
+	return true
+}
+
+// frame handles one frame; false means stop reading.
+func (c *Conn) frame(h header, payload []byte) bool {
+	rd := &c.rd
+	switch h.op {
+	case opText, opBinary:
+		if rd.msgOp != 0 {
+			c.violation(protocolError("new message before the previous one ended"))
+			return false
+		}
+		if h.op == opBinary {
+			c.violation(&closeError{relay.CloseUnsupportedData, ""})
+			return false
+		}
+		if h.fin {
+			return c.message(payload)
+		}
+		rd.msgOp = h.op
+		rd.msg = append(rd.msg[:0], payload...)
+	case opContinuation:
+		if rd.msgOp == 0 {
+			c.violation(protocolError("continuation frame without a message"))
+			return false
+		}
+		if len(rd.msg)+len(payload) > c.srv.cfg.MaxMessageBytes {
+			c.violation(&closeError{relay.CloseTooLarge, ""})
+			return false
+		}
+		rd.msg = append(rd.msg, payload...)
+		if h.fin {
+			msg := rd.msg
+			rd.msg, rd.msgOp = nil, 0
+			return c.message(msg)
+		}
+	case opPing:
+		c.control(opPong, payload)
+	case opPong:
+		// lastHeard is already updated: that is all a pong is for.
+	case opClose:
+		c.peerClose(payload)
+		return false
+	}
+	return true
+}
+
+// message hands a complete text message to the handler.
+func (c *Conn) message(msg []byte) bool {
+	if !utf8.Valid(msg) {
+		c.violation(&closeError{relay.CloseInvalidPayload, ""})
+		return false
+	}
+	c.srv.stats.MessagesIn.Add(1)
+	c.h.HandleText(c, msg)
+	c.mu.Lock()
+	open := c.state == stateOpen
+	c.mu.Unlock()
+	return open
+}
+
+// violation closes the connection for something the client did wrong.
+func (c *Conn) violation(err error) {
+	c.srv.stats.Violations.Add(1)
+	var ce *closeError
+	if errors.As(err, &ce) {
+		c.CloseWith(ce.reason, ce.text)
+		return
+	}
+	c.CloseWith(relay.CloseProtocolError, err.Error())
+}
+
+// peerClose answers the client's close frame by echoing its status code
+// (RFC 6455 §5.5.1), or ends the connection if we had already sent ours.
+func (c *Conn) peerClose(p []byte) {
+	var reply []byte
+	switch {
+	case len(p) == 0:
+		reply = appendFrame(nil, opClose, nil)
+	case len(p) == 1:
+		c.violation(protocolError("close frame with a one-byte payload"))
+		return
+	default:
+		code := binary.BigEndian.Uint16(p)
+		if !validCloseCode(code) {
+			c.violation(protocolError("invalid close code"))
+			return
+		}
+		if !utf8.Valid(p[2:]) {
+			c.violation(&closeError{relay.CloseInvalidPayload, "close reason is not valid UTF-8"})
+			return
+		}
+		reply = closeFrame(code, "")
+	}
+	c.startClose(reply, false)
+}

@@ -1,0 +1,316 @@
+// Package ws runs the server side of WebSocket connections: the upgrade,
+// one shallow reader per connection, a byte-bounded send queue per
+// connection, shared writers that coalesce everything queued into one
+// write, and one shared ticker for keepalive, idle timeouts and close
+// handshakes. It knows nothing of topics or protocols above RFC 6455.
+//
+// Ownership: a Server owns its set of connections, its writers and its
+// ticker; each Conn owns its socket (see Conn). Server.mu guards the
+// connection set; Conn.mu guards one connection's queue and state. Lock
+// order: Server.mu → Conn.mu → writer.mu.
+package ws
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/relayhq/relay/internal/relay"
+)
+
+// Config tunes a Server. The zero value works: every zero field takes the
+// default named beside it.
+type Config struct {
+	// SendQueueBytes bounds what may wait to be sent to one connection;
+	// past it the connection is closed as a slow consumer (code 4002).
+	SendQueueBytes int // default 1 MiB
+	// MaxMessageBytes bounds a message from a client (code 1009 past it).
+	MaxMessageBytes int // default 64 KiB
+	// PingInterval is how often each connection is pinged.
+	PingInterval time.Duration // default 25s
+	// IdleTimeout closes a connection nothing was read from for this long
+	// (code 4003). Pongs count, so it must exceed PingInterval.
+	IdleTimeout time.Duration // default 60s
+	// WriteTimeout bounds a write to a socket that pushes back.
+	WriteTimeout time.Duration // default 10s
+	// CloseTimeout bounds a closing handshake.
+	CloseTimeout time.Duration // default 5s
+	// HandshakeTimeout bounds the upgrade response.
+	HandshakeTimeout time.Duration // default 10s
+	// Writers is the number of shared writer goroutines.
+	Writers int // default GOMAXPROCS
+	// CheckOrigin decides whether to accept an upgrade from r's Origin;
+	// nil accepts any origin.
+	CheckOrigin func(r *http.Request) bool
+	// Subprotocols are the Sec-WebSocket-Protocol values the server speaks,
+	// in order of preference.
+	Subprotocols []string
+}
+
+// Defaults for the zero Config.
+const (
+	DefaultSendQueueBytes  = 1 << 20
+	DefaultMaxMessageBytes = 64 << 10
+	DefaultPingInterval    = 25 * time.Second
+	DefaultIdleTimeout     = 60 * time.Second
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultCloseTimeout    = 5 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = DefaultSendQueueBytes
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	def(&c.PingInterval, DefaultPingInterval)
+	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.WriteTimeout, DefaultWriteTimeout)
+	def(&c.CloseTimeout, DefaultCloseTimeout)
+	def(&c.HandshakeTimeout, 10*time.Second)
+	if c.Writers <= 0 {
+		c.Writers = runtime.GOMAXPROCS(0)
+	}
+	if c.CheckOrigin == nil {
+		c.CheckOrigin = func(*http.Request) bool { return true }
+	}
+	return c
+}
+
+// Stats are the server's counters, read by the metrics exporter.
+type Stats struct {
+	Connections   atomic.Int64  // open connections
+	Accepted      atomic.Uint64 // upgrades completed
+	SlowConsumers atomic.Uint64 // connections closed because their queue overflowed
+	IdleCloses    atomic.Uint64 // connections closed by the idle timeout
+	WriteTimeouts atomic.Uint64 // connections dropped because a write timed out
+	Violations    atomic.Uint64 // connections closed for breaking the protocol
+	Backpressured atomic.Uint64 // times a socket pushed back and got its own writer
+	MessagesIn    atomic.Uint64 // text messages read from clients
+}
+
+// Server accepts and runs WebSocket connections. Create it with New, run
+// its background work with Run, and upgrade requests with Upgrade.
+type Server struct {
+	cfg      Config
+	upgrader websocket.Upgrader
+	writers  []*writer
+	next     atomic.Uint32 // round-robin writer and keepalive bucket
+	buckets  uint32        // ticks per ping cycle
+	tick     time.Duration
+	stats    Stats
+
+	mu       sync.Mutex
+	conns    map[*Conn]struct{}
+	closing  bool          // shutting down: no new connections
+	drained  chan struct{} // closed when closing and no connection is left
+	snapshot []*Conn       // reused by the ticker
+}
+
+// New returns a Server; it starts nothing.
+func New(cfg Config) *Server {
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg:     cfg,
+		conns:   make(map[*Conn]struct{}),
+		drained: make(chan struct{}),
+	}
+	// The ticker visits every connection each tick and pings one bucket of
+	// them, so pings are spread over the interval rather than bunched.
+	s.tick = min(time.Second, max(cfg.PingInterval/10, time.Millisecond))
+	s.buckets = uint32(max(1, cfg.PingInterval/s.tick))
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		// ReadBufferSize 0 and a WriteBufferPool make gorilla reuse the
+		// buffers net/http already has: the handshake allocates nothing
+		// that outlives it. Only the handshake is gorilla's; framing is ours.
+		WriteBufferPool: &sync.Pool{},
+		Subprotocols:    cfg.Subprotocols,
+		CheckOrigin:     cfg.CheckOrigin,
+		Error:           upgradeError,
+	}
+	for range cfg.Writers {
+		s.writers = append(s.writers, newWriter())
+	}
+	return s
+}
+
+// Stats returns the server's live counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// upgradeError answers a failed handshake with Relay's JSON error shape.
+func upgradeError(w http.ResponseWriter, r *http.Request, status int, reason error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Sec-Websocket-Version", "13")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]string{"error": "websocket upgrade failed: " + reason.Error()})
+	w.Write(b)
+}
+
+// ErrShuttingDown refuses upgrades once shutdown has begun.
+var ErrShuttingDown = fmt.Errorf("server is shutting down: %w", relay.ErrUnavailable)
+
+// Upgrade completes the WebSocket handshake on r and returns the
+// connection, which is not yet reading: call Start. On failure the client
+// has already been answered.
+func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, format relay.Format) (*Conn, error) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		upgradeError(w, r, http.StatusServiceUnavailable, ErrShuttingDown)
+		return nil, ErrShuttingDown
+	}
+	wc, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	nc := wc.NetConn()
+	nc.SetDeadline(time.Time{}) // net/http's request deadlines must not outlive the upgrade
+	n := s.next.Add(1)
+	c := &Conn{
+		srv:    s,
+		nc:     nc,
+		w:      s.writers[n%uint32(len(s.writers))],
+		bucket: n % s.buckets,
+		format: format,
+		encode: encoders[format],
+		proto:  wc.Subprotocol(),
+	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
+	c.lastHeard.Store(time.Now().UnixNano())
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return nil, ErrShuttingDown
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	s.stats.Connections.Add(1)
+	s.stats.Accepted.Add(1)
+	return c, nil
+}
+
+// encoders builds each wire format's frame for a message.
+var encoders = [...]func(*relay.Message) []byte{
+	relay.FormatSeed: encodeSeed,
+}
+
+func (s *Server) remove(c *Conn) {
+	s.mu.Lock()
+	if _, ok := s.conns[c]; ok {
+		delete(s.conns, c)
+		s.stats.Connections.Add(-1)
+		if s.closing && len(s.conns) == 0 {
+			close(s.drained)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// Run runs the writers and the keepalive ticker until ctx is done, then
+// shuts down: every connection is sent what is queued and a 1001 close,
+// and whatever is still open after shutdownTimeout is dropped. Run returns
+// once every connection is closed and the writers have stopped.
+func (s *Server) Run(ctx context.Context, shutdownTimeout time.Duration) error {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, w := range s.writers {
+		wg.Go(func() { w.run(stop) })
+	}
+	t := time.NewTicker(s.tick)
+	var k uint32
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case now := <-t.C:
+			k++
+			s.keepalive(now.UnixNano(), k%s.buckets)
+		}
+	}
+	t.Stop()
+	s.shutdown(shutdownTimeout)
+	close(stop)
+	wg.Wait()
+	return nil
+}
+
+func (s *Server) keepalive(now int64, bucket uint32) {
+	s.mu.Lock()
+	list := s.snapshot[:0]
+	for c := range s.conns {
+		list = append(list, c)
+	}
+	s.mu.Unlock()
+	for _, c := range list {
+		c.keepalive(now, bucket)
+	}
+	clear(list)
+	s.snapshot = list
+}
+
+// shutdown closes every connection with 1001 and waits for them, up to
+// timeout, before dropping the rest.
+func (s *Server) shutdown(timeout time.Duration) {
+	s.mu.Lock()
+	s.closing = true
+	list := make([]*Conn, 0, len(s.conns))
+	for c := range s.conns {
+		list = append(list, c)
+	}
+	if len(s.conns) == 0 {
+		close(s.drained)
+	}
+	s.mu.Unlock()
+	for _, c := range list {
+		c.Close(relay.CloseShutdown)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	// Close handshakes that stall are ended by the close timeout, checked
+	// here since the ticker has stopped.
+	poll := time.NewTicker(s.tick)
+	defer poll.Stop()
+	for {
+		select {
+		case <-s.drained:
+			return
+		case now := <-poll.C:
+			for _, c := range list {
+				c.keepalive(now.UnixNano(), s.buckets) // bucket out of range: no pings
+			}
+		case <-t.C:
+			for _, c := range list {
+				c.finish()
+			}
+			return
+		}
+	}
+}
+
+// Len returns the number of open connections.
+func (s *Server) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
