@@ -27,7 +27,7 @@ type Conn struct {
 	done chan struct{} // closed when the reader stops
 	quit chan struct{} // closed by Close
 	once sync.Once
-	err  error         // why the reader stopped; read after done
+	err  error // why the reader stopped; read after done
 
 	wmu     sync.Mutex // serialises data frames (gorilla allows one writer)
 	pingSeq atomic.Uint64
