@@ -116,6 +116,11 @@ func (a *API) allowedOrigin(origin string) bool {
 	return a.anyOrig || slices.Contains(a.cfg.AllowedOrigins, origin)
 }
 
+// UpgradeError answers a failed WebSocket handshake like any other refusal.
+func (a *API) UpgradeError(w http.ResponseWriter, r *http.Request, status int, reason error) {
+	a.failStatus(w, status, "websocket upgrade failed: "+reason.Error())
+}
+
 // CheckOrigin is the WebSocket upgrade's origin check: requests without an
 // Origin (non-browser clients) pass; browsers must be allowed.
 func (a *API) CheckOrigin(r *http.Request) bool {

@@ -77,6 +77,9 @@ func New(cfg Config, log *slog.Logger) *Server {
 	if wsCfg.CheckOrigin == nil {
 		wsCfg.CheckOrigin = func(r *http.Request) bool { return a.CheckOrigin(r) }
 	}
+	wsCfg.Error = func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+		a.UpgradeError(w, r, status, reason)
+	}
 	s.WS = ws.New(wsCfg)
 	apiCfg := cfg.API
 	if cfg.Metrics {

@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"runtime"
 	"sync"
@@ -53,6 +54,8 @@ type Config struct {
 	// Subprotocols are the Sec-WebSocket-Protocol values the server speaks,
 	// in order of preference.
 	Subprotocols []string
+	// Error answers a failed handshake; nil writes {"error": "..."}.
+	Error func(w http.ResponseWriter, r *http.Request, status int, reason error)
 }
 
 // Defaults for the zero Config.
@@ -87,6 +90,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CheckOrigin == nil {
 		c.CheckOrigin = func(*http.Request) bool { return true }
+	}
+	if c.Error == nil {
+		c.Error = upgradeError
 	}
 	return c
 }
@@ -141,7 +147,7 @@ func New(cfg Config) *Server {
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    cfg.Subprotocols,
 		CheckOrigin:     cfg.CheckOrigin,
-		Error:           upgradeError,
+		Error:           cfg.Error,
 	}
 	for range cfg.Writers {
 		s.writers = append(s.writers, newWriter())
@@ -172,7 +178,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, format relay.Fo
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
-		upgradeError(w, r, http.StatusServiceUnavailable, ErrShuttingDown)
+		s.cfg.Error(w, r, http.StatusServiceUnavailable, ErrShuttingDown)
 		return nil, ErrShuttingDown
 	}
 	wc, err := s.upgrader.Upgrade(w, r, nil)
@@ -181,6 +187,16 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, format relay.Fo
 	}
 	nc := wc.NetConn()
 	nc.SetDeadline(time.Time{}) // net/http's request deadlines must not outlive the upgrade
+	c := s.adopt(nc, format, wc.Subprotocol())
+	if c == nil {
+		return nil, ErrShuttingDown
+	}
+	return c, nil
+}
+
+// adopt wraps an upgraded connection and adds it to the set, or closes it
+// and returns nil when the server is shutting down.
+func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
 	n := s.next.Add(1)
 	c := &Conn{
 		srv:    s,
@@ -189,7 +205,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, format relay.Fo
 		bucket: n % s.buckets,
 		format: format,
 		encode: encoders[format],
-		proto:  wc.Subprotocol(),
+		proto:  proto,
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
@@ -201,13 +217,13 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, format relay.Fo
 	if s.closing {
 		s.mu.Unlock()
 		nc.Close()
-		return nil, ErrShuttingDown
+		return nil
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.stats.Connections.Add(1)
 	s.stats.Accepted.Add(1)
-	return c, nil
+	return c
 }
 
 // encoders builds each wire format's frame for a message.

@@ -1,0 +1,89 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/relayhq/relay/internal/relay"
+)
+
+// The decoders read untrusted bytes. These fuzz targets check that they
+// never panic, that every refusal is a 4xx sentinel, and that what they
+// accept agrees with encoding/json. Seeds live in testdata/fuzz.
+
+func checkRefusal(t *testing.T, err error) {
+	if !errors.Is(err, relay.ErrInvalid) && !errors.Is(err, relay.ErrTooLarge) {
+		t.Fatalf("error %v wraps neither ErrInvalid nor ErrTooLarge", err)
+	}
+	if !utf8.ValidString(err.Error()) {
+		t.Fatalf("error message is not valid UTF-8: %q", err.Error())
+	}
+}
+
+func FuzzDecodePublish(f *testing.F) {
+	f.Add([]byte(`{"topic":"cats","user_id":null,"message":"hi"}`))
+	f.Add([]byte(`{"topic":"t","user_id":42,"message":"\u00e9\n"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := decodePublish(body, 1024)
+		if err != nil {
+			checkRefusal(t, err)
+			return
+		}
+		if !json.Valid(body) {
+			t.Fatalf("accepted invalid JSON %q", body)
+		}
+		var ref struct {
+			Topic   string  `json:"topic"`
+			UserID  *uint64 `json:"user_id"`
+			Message string  `json:"message"`
+		}
+		if err := json.Unmarshal(body, &ref); err != nil {
+			t.Fatalf("accepted %q, which encoding/json refuses: %v", body, err)
+		}
+		if ref.Topic != p.Topic || ref.Message != string(p.Message) || (ref.UserID != nil) != p.HasUser ||
+			(ref.UserID != nil && relay.UserID(*ref.UserID) != p.User) {
+			t.Fatalf("decoded %+v, encoding/json says %+v", p, ref)
+		}
+		if len(p.Message) > 1024 {
+			t.Fatalf("accepted a %d-byte message over the limit", len(p.Message))
+		}
+	})
+}
+
+func FuzzDecodeRegister(f *testing.F) {
+	f.Add([]byte(`{"user_id":1}`))
+	f.Add([]byte(`{"user_id":-1}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := decodeRegister(body)
+		if err != nil {
+			checkRefusal(t, err)
+			return
+		}
+		var ref struct {
+			UserID uint64 `json:"user_id"`
+		}
+		if err := json.Unmarshal(body, &ref); err != nil || relay.UserID(ref.UserID) != r.User {
+			t.Fatalf("decoded user %d from %q; encoding/json: %d, %v", r.User, body, ref.UserID, err)
+		}
+	})
+}
+
+func FuzzDecodeTopics(f *testing.F) {
+	f.Add([]byte(`{"topics":["cats","dogs"]}`))
+	f.Add([]byte(`{"topics":[]}`))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		topics, err := decodeTopics(msg)
+		if err != nil {
+			checkRefusal(t, err)
+			return
+		}
+		var ref struct {
+			Topics []string `json:"topics"`
+		}
+		if err := json.Unmarshal(msg, &ref); err != nil || len(ref.Topics) != len(topics) {
+			t.Fatalf("decoded %q from %q; encoding/json: %q, %v", topics, msg, ref.Topics, err)
+		}
+	})
+}

@@ -1,0 +1,80 @@
+package ws
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"net"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/relayhq/relay/internal/relay"
+)
+
+// TestKeepalive runs the shared ticker on a fake clock: the client is
+// pinged every PingInterval, answering keeps it alive, and once it stops
+// answering it is closed with 4003 one IdleTimeout after it was last heard.
+func TestKeepalive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const ping, idle = 10 * time.Second, 30 * time.Second
+		s := New(Config{PingInterval: ping, IdleTimeout: idle, CloseTimeout: 2 * time.Second})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			s.Run(ctx, time.Second)
+			close(done)
+		}()
+		serverSide, clientSide := net.Pipe()
+		c := s.adopt(serverSide, relay.FormatSeed, "")
+		rec := &recorder{closed: make(chan struct{})}
+		c.Start(rec)
+
+		start := time.Now()
+		answerUntil := start.Add(45 * time.Second)
+		var pings []time.Duration
+		var lastPong time.Time
+		var code uint16
+		var closedAt time.Duration
+		br := bufio.NewReader(clientSide)
+		for {
+			op, p, err := readFrame(br)
+			if err != nil {
+				break // the server closed the pipe after the close frame
+			}
+			switch op {
+			case opPing:
+				pings = append(pings, time.Since(start))
+				if time.Now().Before(answerUntil) {
+					clientSide.Write(clientFrame(true, opPong, p, [4]byte{1, 2, 3, 4}))
+					lastPong = time.Now()
+				}
+			case opClose:
+				code = binary.BigEndian.Uint16(p)
+				closedAt = time.Since(start)
+			}
+		}
+		<-rec.closed
+		cancel()
+		<-done
+
+		if code != 4003 {
+			t.Fatalf("close code = %d, want 4003 (idle)", code)
+		}
+		for i := 1; i < len(pings); i++ {
+			if d := pings[i] - pings[i-1]; d != ping {
+				t.Fatalf("pings at %v: gap %v, want %v", pings, d, ping)
+			}
+		}
+		if pings[0] > ping {
+			t.Fatalf("first ping at %v, want within %v", pings[0], ping)
+		}
+		silent := lastPong.Sub(start)
+		if closedAt <= silent+idle || closedAt > silent+idle+s.tick {
+			t.Fatalf("closed at %v; last heard at %v, want the close within one tick after %v", closedAt, silent, silent+idle)
+		}
+		if got := s.stats.IdleCloses.Load(); got != 1 {
+			t.Fatalf("idle closes = %d, want 1", got)
+		}
+	})
+}
