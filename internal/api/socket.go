@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"net/http"
 
 	"github.com/relayhq/relay/internal/hub"
@@ -40,7 +41,7 @@ func (s *seedSession) HandleText(c *ws.Conn, msg []byte) {
 	if s.client == nil {
 		return
 	}
-	if m := string(msg); m == "ping" || m == "ping\n" {
+	if string(bytes.TrimSpace(msg)) == "ping" { // websocat sends "ping\n"
 		return
 	}
 	topics, err := decodeTopics(msg)

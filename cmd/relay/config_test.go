@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigPrecedence(t *testing.T) {
+	c, err := parseServe([]string{"-ping-interval", "5s"},
+		env(map[string]string{"RELAY_PING_INTERVAL": "7s", "RELAY_MAX_TOPICS": "9", "RELAY_SEND_QUEUE": "2MiB"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PingInterval != 5*time.Second {
+		t.Errorf("ping interval = %v, want the flag's 5s over the env's 7s", c.PingInterval)
+	}
+	if c.MaxTopics != 9 || c.SendQueue != 2<<20 {
+		t.Errorf("env values not applied: topics %d, queue %d", c.MaxTopics, c.SendQueue)
+	}
+	if c.Addr != "127.0.0.1:8000" || c.ReconnectGrace != 30*time.Second || !c.Metrics {
+		t.Errorf("defaults: addr %q grace %v metrics %v", c.Addr, c.ReconnectGrace, c.Metrics)
+	}
+	sc := c.serverConfig()
+	if sc.WS.SendQueueBytes != 2<<20 || sc.Hub.MaxTopics != 9 || sc.WS.PingInterval != 5*time.Second {
+		t.Errorf("server config = %+v", sc)
+	}
+}
+
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, map[string]string{"RELAY_PING_INTERVAL": "soon"}, `RELAY_PING_INTERVAL="soon": not a duration`},
+		{nil, map[string]string{"RELAY_MAX_BODY": "lots"}, `RELAY_MAX_BODY="lots": not a size`},
+		{[]string{"-addr", "8000"}, nil, "-addr / RELAY_ADDR"},
+		{[]string{"-idle-timeout", "10s", "-ping-interval", "20s"}, nil, "RELAY_IDLE_TIMEOUT (10s) must be longer than -ping-interval"},
+		{[]string{"-max-message", "2MiB"}, nil, "RELAY_MAX_BODY (1MiB) must be larger than -max-message"},
+		{[]string{"-public-url", "ftp://x"}, nil, "RELAY_PUBLIC_URL"},
+		{[]string{"-log-format", "xml"}, nil, "RELAY_LOG_FORMAT"},
+		{[]string{"-max-topics", "0"}, nil, "-max-topics / RELAY_MAX_TOPICS must be greater than zero"},
+		{[]string{"-reconnect-grace", "-1s"}, nil, "RELAY_RECONNECT_GRACE must not be negative"},
+		{[]string{"extra"}, nil, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		_, err := parseServe(tt.args, env(tt.env), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("parseServe(%q, %v) = %v; want an error containing %q", tt.args, tt.env, err, tt.want)
+		}
+	}
+}
+
+func TestZeroGraceForgetsAtOnce(t *testing.T) {
+	c, err := parseServe([]string{"-reconnect-grace", "0"}, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := c.serverConfig().Hub.ReconnectGrace; g >= 0 {
+		t.Fatalf("hub grace = %v, want negative (forget at once)", g)
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"serve", "-h"}, env(nil), &out, &out); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, o := range options(&serveConfig{}) {
+		if !strings.Contains(out.String(), "-"+o.flag) || !strings.Contains(out.String(), o.env) {
+			t.Errorf("help lacks -%s / %s", o.flag, o.env)
+		}
+	}
+}
+
+func TestPrintConfig(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"-print-config", "-max-topics", "3"}, env(map[string]string{"RELAY_ADDR": "127.0.0.1:9"}), &out, &out); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	for _, want := range []string{"RELAY_ADDR=127.0.0.1:9\n", "RELAY_MAX_TOPICS=3\n", "RELAY_SEND_QUEUE=1MiB\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("print-config lacks %q:\n%s", want, out.String())
+		}
+	}
+}
