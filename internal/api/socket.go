@@ -25,6 +25,8 @@ func (a *API) socket(w http.ResponseWriter, r *http.Request) {
 	s.client, err = a.hub.Attach(id, c)
 	if err != nil { // unregistered between the check and the upgrade
 		c.Close(relay.CloseUnregistered)
+	} else {
+		a.log.Debug("socket connected", "user_id", s.client.User, "remote", c.RemoteAddr().String())
 	}
 	c.Start(s)
 }
@@ -56,5 +58,6 @@ func (s *seedSession) HandleText(c *ws.Conn, msg []byte) {
 func (s *seedSession) HandleClose(c *ws.Conn) {
 	if s.client != nil {
 		s.api.hub.Detach(s.client, c)
+		s.api.log.Debug("socket closed", "user_id", s.client.User, "remote", c.RemoteAddr().String())
 	}
 }
