@@ -42,6 +42,8 @@ type Conn struct {
 	srv    *Server
 	nc     net.Conn
 	raw    syscall.RawConn // nil when there is no file descriptor (TLS)
+	p      *poller         // reads c, or nil when a goroutine does
+	fd     int32           // c's descriptor, when p is set
 	w      *writer
 	format relay.Format
 	encode func(*relay.Message) []byte
@@ -73,6 +75,10 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 // Upgrade, even for a connection the caller closes at once.
 func (c *Conn) Start(h Handler) {
 	c.h = h
+	if c.p != nil && c.p.add(c, int(c.fd)) == nil {
+		return
+	}
+	c.p = nil
 	go c.readLoop()
 }
 
@@ -168,7 +174,9 @@ func (c *Conn) control(op byte, payload []byte) {
 }
 
 // finish closes the socket at once and forgets the connection. It is safe
-// to call more than once and from any goroutine.
+// to call more than once and from any goroutine. A connection read by a
+// poller is only shut down here: the poller's loop sees EOF and closes it
+// (readerExit), so its handler never runs concurrently with the close.
 func (c *Conn) finish() {
 	c.mu.Lock()
 	if c.state == stateClosed {
@@ -179,8 +187,13 @@ func (c *Conn) finish() {
 	clear(c.queue)
 	c.queue = nil
 	c.queued = 0
+	readerGone := c.readDone
 	c.mu.Unlock()
-	c.nc.Close()
+	if c.p == nil || readerGone {
+		c.nc.Close()
+	} else {
+		c.raw.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+	}
 	c.srv.remove(c)
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -54,9 +55,17 @@ type harness struct {
 	recs  chan *recorder
 }
 
-func startHarness(t *testing.T, cfg Config, echo bool) *harness {
+// bothModes runs a test with connections read by a poller and by a
+// goroutine each (the fallback for TLS and platforms without epoll).
+func bothModes(t *testing.T, f func(t *testing.T, goroutines bool)) {
+	t.Run("poller", func(t *testing.T) { f(t, false) })
+	t.Run("goroutine", func(t *testing.T) { f(t, true) })
+}
+
+func startHarness(t *testing.T, cfg Config, echo, goroutines bool) *harness {
 	t.Helper()
 	h := &harness{srv: New(cfg), conns: make(chan *Conn, 100), recs: make(chan *recorder, 100)}
+	h.srv.noPoller = goroutines
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := h.srv.Upgrade(w, r, relay.FormatSeed)
 		if err != nil {
@@ -189,58 +198,62 @@ func wsCloseCode(t *testing.T, ws *websocket.Conn) int {
 }
 
 func TestEchoAndFragmentedMessage(t *testing.T) {
-	h := startHarness(t, Config{}, true)
-	ws, _, rec := h.dial(t)
-	if err := ws.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	// A message written through a small buffer arrives in fragments.
-	d := websocket.Dialer{WriteBufferSize: 256}
-	ws2, _, err := d.Dial(h.url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws2.Close()
-	<-h.conns
-	<-h.recs
-	big := strings.Repeat("abcdefghij", 300)
-	if err := ws2.WriteMessage(websocket.TextMessage, []byte(big)); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		ws   *websocket.Conn
-		want string
-	}{{ws, "hello"}, {ws2, big}} {
-		c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-		typ, got, err := c.ws.ReadMessage()
-		if err != nil || typ != websocket.TextMessage || string(got) != c.want {
-			t.Fatalf("echo = %d %q %v; want text of %d bytes", typ, got[:min(len(got), 20)], err, len(c.want))
+	bothModes(t, func(t *testing.T, goroutines bool) {
+		h := startHarness(t, Config{}, true, goroutines)
+		ws, _, rec := h.dial(t)
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {
+			t.Fatal(err)
 		}
-	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if len(rec.msgs) != 1 || rec.msgs[0] != "hello" {
-		t.Fatalf("handler got %q", rec.msgs)
-	}
+		// A message written through a small buffer arrives in fragments.
+		d := websocket.Dialer{WriteBufferSize: 256}
+		ws2, _, err := d.Dial(h.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws2.Close()
+		<-h.conns
+		<-h.recs
+		big := strings.Repeat("abcdefghij", 300)
+		if err := ws2.WriteMessage(websocket.TextMessage, []byte(big)); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			ws   *websocket.Conn
+			want string
+		}{{ws, "hello"}, {ws2, big}} {
+			c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			typ, got, err := c.ws.ReadMessage()
+			if err != nil || typ != websocket.TextMessage || string(got) != c.want {
+				t.Fatalf("echo = %d %q %v; want text of %d bytes", typ, got[:min(len(got), 20)], err, len(c.want))
+			}
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if len(rec.msgs) != 1 || rec.msgs[0] != "hello" {
+			t.Fatalf("handler got %q", rec.msgs)
+		}
+	})
 }
 
 func TestPingGetsPong(t *testing.T) {
-	h := startHarness(t, Config{}, false)
-	ws, _, _ := h.dial(t)
-	got := make(chan string, 1)
-	ws.SetPongHandler(func(s string) error { got <- s; return nil })
-	if err := ws.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	go ws.ReadMessage()
-	select {
-	case s := <-got:
-		if s != "are you there" {
-			t.Fatalf("pong payload %q", s)
+	bothModes(t, func(t *testing.T, goroutines bool) {
+		h := startHarness(t, Config{}, false, goroutines)
+		ws, _, _ := h.dial(t)
+		got := make(chan string, 1)
+		ws.SetPongHandler(func(s string) error { got <- s; return nil })
+		if err := ws.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no pong")
-	}
+		go ws.ReadMessage()
+		select {
+		case s := <-got:
+			if s != "are you there" {
+				t.Fatalf("pong payload %q", s)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no pong")
+		}
+	})
 }
 
 func TestViolationsCloseWithDocumentedCodes(t *testing.T) {
@@ -264,25 +277,27 @@ func TestViolationsCloseWithDocumentedCodes(t *testing.T) {
 		{"normal close is echoed", clientFrame(true, opClose, []byte{0x03, 0xe8, 'b', 'y', 'e'}, key), 1000},
 		{"app close code is echoed", clientFrame(true, opClose, []byte{0x0f, 0xa0}, key), 4000},
 	}
-	h := startHarness(t, Config{MaxMessageBytes: 1024}, false)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			nc, br, c := h.rawDial(t, 0)
-			if _, err := nc.Write(tt.send); err != nil {
-				t.Fatal(err)
-			}
-			code, _ := readUntilClose(t, nc, br)
-			if code != tt.code {
-				t.Fatalf("close code = %d, want %d", code, tt.code)
-			}
-			// After the close frame the server ends the TCP connection.
-			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := br.ReadByte(); err != io.EOF {
-				t.Fatalf("after close: %v, want EOF", err)
-			}
-			waitClosed(t, c)
-		})
-	}
+	bothModes(t, func(t *testing.T, goroutines bool) {
+		h := startHarness(t, Config{MaxMessageBytes: 1024}, false, goroutines)
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				nc, br, c := h.rawDial(t, 0)
+				if _, err := nc.Write(tt.send); err != nil {
+					t.Fatal(err)
+				}
+				code, _ := readUntilClose(t, nc, br)
+				if code != tt.code {
+					t.Fatalf("close code = %d, want %d", code, tt.code)
+				}
+				// After the close frame the server ends the TCP connection.
+				nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := br.ReadByte(); err != io.EOF {
+					t.Fatalf("after close: %v, want EOF", err)
+				}
+				waitClosed(t, c)
+			})
+		}
+	})
 }
 
 func waitClosed(t *testing.T, c *Conn) {
@@ -303,123 +318,134 @@ func waitClosed(t *testing.T, c *Conn) {
 }
 
 func TestServerCloseHandshake(t *testing.T) {
-	h := startHarness(t, Config{}, false)
-	ws, c, rec := h.dial(t)
-	c.SendText([]byte("before"))
-	c.CloseWith(relay.ClosePolicy, "no thanks")
-	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, m, err := ws.ReadMessage()
-	if err != nil || string(m) != "before" {
-		t.Fatalf("first read = %q, %v; want the queued message before the close", m, err)
-	}
-	_, _, err = ws.ReadMessage()
-	ce, ok := err.(*websocket.CloseError)
-	if !ok || ce.Code != 1008 || ce.Text != "no thanks" {
-		t.Fatalf("close = %v, want 1008 \"no thanks\"", err)
-	}
-	// gorilla answers the close frame; the server then closes the socket.
-	<-rec.closed
-	waitClosed(t, c)
-	if c.SendText([]byte("after")) {
-		t.Fatal("SendText accepted a message after close")
-	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if rec.closes != 1 {
-		t.Fatalf("HandleClose called %d times, want 1", rec.closes)
-	}
+	bothModes(t, func(t *testing.T, goroutines bool) {
+		h := startHarness(t, Config{}, false, goroutines)
+		ws, c, rec := h.dial(t)
+		c.SendText([]byte("before"))
+		c.CloseWith(relay.ClosePolicy, "no thanks")
+		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, m, err := ws.ReadMessage()
+		if err != nil || string(m) != "before" {
+			t.Fatalf("first read = %q, %v; want the queued message before the close", m, err)
+		}
+		_, _, err = ws.ReadMessage()
+		ce, ok := err.(*websocket.CloseError)
+		if !ok || ce.Code != 1008 || ce.Text != "no thanks" {
+			t.Fatalf("close = %v, want 1008 \"no thanks\"", err)
+		}
+		// gorilla answers the close frame; the server then closes the socket.
+		<-rec.closed
+		waitClosed(t, c)
+		if c.SendText([]byte("after")) {
+			t.Fatal("SendText accepted a message after close")
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if rec.closes != 1 {
+			t.Fatalf("HandleClose called %d times, want 1", rec.closes)
+		}
+	})
 }
 
 // TestSlowConsumerClosedWith4002 stalls a client until its queue overflows.
 // The client then reads everything: an unbroken run of messages from the
 // first, followed by the 4002 close. Nothing is skipped silently.
 func TestSlowConsumerClosedWith4002(t *testing.T) {
-	h := startHarness(t, Config{SendQueueBytes: 64 << 10, WriteTimeout: 20 * time.Second, CloseTimeout: 20 * time.Second}, false)
-	nc, br, c := h.rawDial(t, 4096)
-	shrinkSendBuffer(t, c)
-	payload := strings.Repeat("x", 1000)
-	sent := 0
-	for ; sent < 100000; sent++ {
-		if !c.SendText(fmt.Appendf(nil, "%06d%s", sent, payload)) {
-			break
+	bothModes(t, func(t *testing.T, goroutines bool) {
+		h := startHarness(t, Config{SendQueueBytes: 64 << 10, WriteTimeout: 20 * time.Second, CloseTimeout: 20 * time.Second}, false, goroutines)
+		nc, br, c := h.rawDial(t, 4096)
+		shrinkSendBuffer(t, c)
+		payload := strings.Repeat("x", 1000)
+		sent := 0
+		for ; sent < 100000; sent++ {
+			if !c.SendText(fmt.Appendf(nil, "%06d%s", sent, payload)) {
+				break
+			}
+			if sent%64 == 0 {
+				time.Sleep(time.Millisecond) // let the writer fill the socket
+			}
 		}
-		if sent%64 == 0 {
-			time.Sleep(time.Millisecond) // let the writer fill the socket
+		if got := h.srv.stats.SlowConsumers.Load(); got != 1 {
+			t.Fatalf("slow consumers = %d after %d sends, want 1", got, sent)
 		}
-	}
-	if got := h.srv.stats.SlowConsumers.Load(); got != 1 {
-		t.Fatalf("slow consumers = %d after %d sends, want 1", got, sent)
-	}
-	code, texts := readUntilClose(t, nc, br)
-	if code != 4002 {
-		t.Fatalf("close code = %d, want 4002", code)
-	}
-	for i, m := range texts {
-		if want := fmt.Sprintf("%06d", i); !strings.HasPrefix(m, want) {
-			t.Fatalf("message %d starts %q, want %q: a message was skipped", i, m[:6], want)
+		code, texts := readUntilClose(t, nc, br)
+		if code != 4002 {
+			t.Fatalf("close code = %d, want 4002", code)
 		}
-	}
-	if len(texts) == 0 || len(texts) >= sent+1 {
-		t.Fatalf("received %d messages of %d sent before the overflow", len(texts), sent)
-	}
-	t.Logf("sent %d, delivered %d before the 4002 close", sent, len(texts))
+		for i, m := range texts {
+			if want := fmt.Sprintf("%06d", i); !strings.HasPrefix(m, want) {
+				t.Fatalf("message %d starts %q, want %q: a message was skipped", i, m[:6], want)
+			}
+		}
+		if len(texts) == 0 || len(texts) >= sent+1 {
+			t.Fatalf("received %d messages of %d sent before the overflow", len(texts), sent)
+		}
+		t.Logf("sent %d, delivered %d before the 4002 close", sent, len(texts))
+	})
 }
 
 // TestStalledReaderDoesNotBlockOthers keeps one client from reading while
 // others receive every message.
 func TestStalledReaderDoesNotBlockOthers(t *testing.T) {
-	h := startHarness(t, Config{SendQueueBytes: 256 << 10}, false)
-	_, _, stalled := h.rawDial(t, 4096)
-	shrinkSendBuffer(t, stalled)
-	const readers, msgs = 10, 2000
-	var conns []*Conn
-	var clients []*websocket.Conn
-	for range readers {
-		ws, c, _ := h.dial(t)
-		conns = append(conns, c)
-		clients = append(clients, ws)
-	}
-	var wg sync.WaitGroup
-	counts := make([]int, readers)
-	for i, ws := range clients {
-		wg.Go(func() {
-			ws.SetReadDeadline(time.Now().Add(20 * time.Second))
-			for counts[i] < msgs {
-				_, m, err := ws.ReadMessage()
-				if err != nil {
-					t.Errorf("reader %d: %v after %d", i, err, counts[i])
-					return
+	bothModes(t, func(t *testing.T, goroutines bool) {
+		h := startHarness(t, Config{SendQueueBytes: 256 << 10}, false, goroutines)
+		_, _, stalled := h.rawDial(t, 4096)
+		shrinkSendBuffer(t, stalled)
+		const readers, msgs = 10, 2000
+		var conns []*Conn
+		var clients []*websocket.Conn
+		for range readers {
+			ws, c, _ := h.dial(t)
+			conns = append(conns, c)
+			clients = append(clients, ws)
+		}
+		var wg sync.WaitGroup
+		counts := make([]atomic.Int64, readers)
+		for i, ws := range clients {
+			wg.Go(func() {
+				ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+				for n := int64(0); n < msgs; n++ {
+					_, m, err := ws.ReadMessage()
+					if err != nil {
+						t.Errorf("reader %d: %v after %d", i, err, n)
+						return
+					}
+					if want := fmt.Sprint(n); !strings.HasPrefix(string(m), want+":") {
+						t.Errorf("reader %d got %q, want message %s", i, m[:10], want)
+						return
+					}
+					counts[i].Store(n + 1)
 				}
-				if want := fmt.Sprint(counts[i]); !strings.HasPrefix(string(m), want+":") {
-					t.Errorf("reader %d got %q, want message %s", i, m[:10], want)
-					return
+			})
+		}
+		// The readers may lag by at most 200 messages (100 KB, well inside
+		// their queues), however slow the machine; the stalled client lags
+		// without bound and must be cut off.
+		pad := strings.Repeat("y", 500)
+		for j := range msgs {
+			for i := range counts {
+				for counts[i].Load() < int64(j-200) && !t.Failed() {
+					time.Sleep(100 * time.Microsecond)
 				}
-				counts[i]++
 			}
-		})
-	}
-	pad := strings.Repeat("y", 500)
-	for j := range msgs {
-		f := EncodeText(fmt.Appendf(nil, "%d:%s", j, pad))
-		stalled.enqueue(f)
-		for _, c := range conns {
-			if !c.enqueue(f) {
-				t.Fatalf("enqueue to a reading client failed at %d", j)
+			f := EncodeText(fmt.Appendf(nil, "%d:%s", j, pad))
+			stalled.enqueue(f)
+			for _, c := range conns {
+				if !c.enqueue(f) {
+					t.Fatalf("enqueue to a reading client failed at %d", j)
+				}
 			}
 		}
-		if j%100 == 0 {
-			time.Sleep(time.Millisecond)
+		wg.Wait()
+		for i := range counts {
+			if n := counts[i].Load(); n != msgs {
+				t.Fatalf("reader %d received %d of %d", i, n, msgs)
+			}
 		}
-	}
-	wg.Wait()
-	for i, n := range counts {
-		if n != msgs {
-			t.Fatalf("reader %d received %d of %d", i, n, msgs)
+		if got := h.srv.stats.SlowConsumers.Load(); got != 1 {
+			t.Fatalf("slow consumers = %d, want 1 (the stalled client)", got)
 		}
-	}
-	if got := h.srv.stats.SlowConsumers.Load(); got != 1 {
-		t.Fatalf("slow consumers = %d, want 1 (the stalled client)", got)
-	}
+	})
 }
 
 // shrinkSendBuffer makes the server side of c push back early, so a test

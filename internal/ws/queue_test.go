@@ -39,3 +39,13 @@ func TestQueueBound(t *testing.T) {
 		t.Fatal("a closing connection accepted a frame or was counted twice")
 	}
 }
+
+// dropPollers makes s read every connection with a goroutine.
+func (s *Server) dropPollers() {
+	for _, p := range s.pollers {
+		done := make(chan struct{})
+		close(done)
+		p.close(done)
+	}
+	s.pollers = nil
+}

@@ -24,9 +24,38 @@ const readBufSize = 8 << 10
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
-// readLoop is the connection's only reader. Between reads it parks in the
-// network poller holding no buffer and a shallow stack; a buffer is taken
-// from a pool only once the socket is readable.
+// readable runs on a poller's loop when c's socket is readable: one read
+// into a pooled buffer, then the frames in it.
+func (c *Conn) readable() {
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	var n int
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), *bp)
+			if rerr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	if err == nil && rerr == syscall.EAGAIN {
+		return // a stale event
+	}
+	if err != nil || rerr != nil || n == 0 {
+		c.readerExit()
+		return
+	}
+	c.lastHeard.Store(time.Now().UnixNano())
+	if !c.consume((*bp)[:n]) {
+		c.readerExit()
+	}
+}
+
+// readLoop is the reader goroutine of a connection that has no poller
+// (TLS, or a platform without epoll). With a descriptor it parks in the
+// network poller without a buffer; without one it must read with a buffer
+// in hand.
 func (c *Conn) readLoop() {
 	defer c.readerExit()
 	for {
@@ -48,7 +77,7 @@ func (c *Conn) readLoop() {
 
 // read waits until the socket is readable, then reads into a pooled buffer.
 func (c *Conn) read() (*[]byte, int, error) {
-	if c.raw == nil { // no descriptor to wait on: read with a buffer in hand
+	if c.raw == nil {
 		buf := readBufs.Get().(*[]byte)
 		n, err := c.nc.Read(*buf)
 		return buf, n, err
@@ -79,7 +108,9 @@ func (c *Conn) read() (*[]byte, int, error) {
 	return buf, n, err
 }
 
-// readerExit runs once when the reader stops, for whatever reason.
+// readerExit runs once, on the reader (goroutine or poller loop), when the
+// client can send no more: after EOF, an error, a close frame or a
+// violation.
 func (c *Conn) readerExit() {
 	c.rd = readState{}
 	c.mu.Lock()
@@ -88,9 +119,15 @@ func (c *Conn) readerExit() {
 	// client answered (or dropped) our close. Closing: the writer finishes
 	// the connection once the close frame is out.
 	fin := c.state == stateOpen || c.state == stateCloseSent
+	closed := c.state == stateClosed
 	c.mu.Unlock()
+	if c.p != nil {
+		c.p.remove(c, int(c.fd))
+	}
 	if fin {
 		c.finish()
+	} else if closed && c.p != nil {
+		c.nc.Close() // finish ran first and left closing the socket to us
 	}
 	c.h.HandleClose(c)
 }

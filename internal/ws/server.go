@@ -115,10 +115,12 @@ type Server struct {
 	cfg      Config
 	upgrader websocket.Upgrader
 	writers  []*writer
+	pollers  []*poller     // empty where epoll is unavailable
 	next     atomic.Uint32 // round-robin writer and keepalive bucket
 	buckets  uint32        // ticks per ping cycle
 	tick     time.Duration
 	stats    Stats
+	noPoller bool // tests: read with a goroutine per connection
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -151,6 +153,9 @@ func New(cfg Config) *Server {
 	}
 	for range cfg.Writers {
 		s.writers = append(s.writers, newWriter())
+		if p, err := newPoller(); err == nil {
+			s.pollers = append(s.pollers, p)
+		}
 	}
 	return s
 }
@@ -210,6 +215,10 @@ func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
+			if len(s.pollers) > 0 && !s.noPoller {
+				raw.Control(func(fd uintptr) { c.fd = int32(fd) })
+				c.p = s.pollers[n%uint32(len(s.pollers))]
+			}
 		}
 	}
 	c.lastHeard.Store(time.Now().UnixNano())
@@ -253,6 +262,14 @@ func (s *Server) Run(ctx context.Context, shutdownTimeout time.Duration) error {
 	for _, w := range s.writers {
 		wg.Go(func() { w.run(stop) })
 	}
+	loops := make([]chan struct{}, len(s.pollers))
+	for i, p := range s.pollers {
+		loops[i] = make(chan struct{})
+		go func() {
+			defer close(loops[i])
+			p.run()
+		}()
+	}
 	t := time.NewTicker(s.tick)
 	var k uint32
 	for done := false; !done; {
@@ -268,6 +285,9 @@ func (s *Server) Run(ctx context.Context, shutdownTimeout time.Duration) error {
 	s.shutdown(shutdownTimeout)
 	close(stop)
 	wg.Wait()
+	for i, p := range s.pollers {
+		p.close(loops[i])
+	}
 	return nil
 }
 
