@@ -29,6 +29,7 @@ type serveConfig struct {
 	MaxTopicLength   int
 	MaxRegistrations int
 	SendQueue        byteSize
+	SocketSendBuffer byteSize
 	PingInterval     time.Duration
 	IdleTimeout      time.Duration
 	WriteTimeout     time.Duration
@@ -60,6 +61,7 @@ func options(c *serveConfig) []option {
 		{"max-topic-length", "RELAY_MAX_TOPIC_LENGTH", "256", "longest topic name, in bytes", (*intValue)(&c.MaxTopicLength)},
 		{"max-registrations", "RELAY_MAX_REGISTRATIONS", "1000000", "most registrations held at once", (*intValue)(&c.MaxRegistrations)},
 		{"send-queue", "RELAY_SEND_QUEUE", "1MiB", "bytes that may wait to be sent to one connection before it is closed as a slow consumer (4002)", &c.SendQueue},
+		{"socket-send-buffer", "RELAY_SOCKET_SEND_BUFFER", "0", "SO_SNDBUF for each WebSocket (the kernel's share of a slow client's backlog); 0 keeps the kernel's autotuning", &c.SocketSendBuffer},
 		{"ping-interval", "RELAY_PING_INTERVAL", "25s", "how often each connection is pinged", (*durValue)(&c.PingInterval)},
 		{"idle-timeout", "RELAY_IDLE_TIMEOUT", "60s", "close a connection nothing was heard from for this long (4003); pongs count", (*durValue)(&c.IdleTimeout)},
 		{"write-timeout", "RELAY_WRITE_TIMEOUT", "10s", "drop a connection whose socket accepts nothing for this long", (*durValue)(&c.WriteTimeout)},
@@ -198,6 +200,7 @@ func (c *serveConfig) serverConfig() server.Config {
 	sc.Hub.MaxTopicLength = c.MaxTopicLength
 	sc.WS.SendQueueBytes = int(c.SendQueue)
 	sc.WS.MaxMessageBytes = int(c.MaxMessage)
+	sc.WS.SocketSendBuffer = int(c.SocketSendBuffer)
 	sc.WS.PingInterval = c.PingInterval
 	sc.WS.IdleTimeout = c.IdleTimeout
 	sc.WS.WriteTimeout = c.WriteTimeout

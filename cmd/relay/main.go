@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -68,7 +67,7 @@ func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) 
 		return 0
 	}
 	log := cfg.logger(stderr)
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := server.Listen(context.Background(), cfg.Addr)
 	if err != nil {
 		log.Error("cannot listen; set -addr / RELAY_ADDR to a free address", "addr", cfg.Addr, "err", err)
 		return 1

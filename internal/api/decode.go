@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/relayhq/relay/internal/relay"
@@ -21,16 +22,19 @@ type registerRequest struct {
 }
 
 func decodeRegister(body []byte) (registerRequest, error) {
-	var raw struct {
-		UserID json.RawMessage `json:"user_id"`
-	}
-	if err := decodeObject(body, &raw); err != nil {
+	var user []byte
+	err := decodeObject(body, func(key string, val []byte) {
+		if fieldIs(key, "user_id") {
+			user = val
+		}
+	})
+	if err != nil {
 		return registerRequest{}, err
 	}
-	if isNull(raw.UserID) {
+	if isNull(user) {
 		return registerRequest{}, fmt.Errorf("user_id is required: a non-negative integer: %w", relay.ErrInvalid)
 	}
-	u, err := decodeUserID(raw.UserID)
+	u, err := decodeUserID(user)
 	return registerRequest{User: u}, err
 }
 
@@ -43,27 +47,31 @@ type publishRequest struct {
 }
 
 func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
-	var raw struct {
-		Topic   json.RawMessage `json:"topic"`
-		UserID  json.RawMessage `json:"user_id"`
-		Message json.RawMessage `json:"message"`
-	}
+	var topic, user, message []byte
 	var p publishRequest
-	if err := decodeObject(body, &raw); err != nil {
-		return p, err
-	}
-	topic, err := decodeString("topic", raw.Topic)
+	err := decodeObject(body, func(key string, val []byte) {
+		switch {
+		case fieldIs(key, "topic"):
+			topic = val
+		case fieldIs(key, "user_id"):
+			user = val
+		case fieldIs(key, "message"):
+			message = val
+		}
+	})
 	if err != nil {
 		return p, err
 	}
-	p.Topic = topic
-	if !isNull(raw.UserID) {
-		if p.User, err = decodeUserID(raw.UserID); err != nil {
+	if p.Topic, err = decodeString("topic", topic); err != nil {
+		return p, err
+	}
+	if !isNull(user) {
+		if p.User, err = decodeUserID(user); err != nil {
 			return p, err
 		}
 		p.HasUser = true
 	}
-	msg, err := decodeString("message", raw.Message)
+	msg, err := decodeString("message", message)
 	if err != nil {
 		return p, err
 	}
@@ -76,49 +84,75 @@ func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
 
 // decodeTopics decodes the seed protocol's {"topics": [...]} command.
 func decodeTopics(msg []byte) ([]string, error) {
-	var raw struct {
-		Topics json.RawMessage `json:"topics"`
-	}
-	if err := decodeObject(msg, &raw); err != nil {
+	var raw []byte
+	err := decodeObject(msg, func(key string, val []byte) {
+		if fieldIs(key, "topics") {
+			raw = val
+		}
+	})
+	if err != nil {
 		return nil, err
 	}
-	if isNull(raw.Topics) {
+	if isNull(raw) {
 		return nil, fmt.Errorf(`topics is required: send {"topics": ["name", ...]}: %w`, relay.ErrInvalid)
 	}
 	var topics []string
-	if err := json.Unmarshal(raw.Topics, &topics); err != nil {
+	if err := json.Unmarshal(raw, &topics); err != nil {
 		return nil, fmt.Errorf("topics must be an array of strings: %w", relay.ErrInvalid)
 	}
 	return topics, nil
 }
 
-// decodeObject decodes a JSON object into v, whose fields are RawMessages.
-func decodeObject(b []byte, v any) error {
+// decodeObject walks the JSON object in b (see members).
+func decodeObject(b []byte, f func(key string, val []byte)) error {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return fmt.Errorf("body is empty: send a JSON object: %w", relay.ErrInvalid)
 	}
-	err := json.Unmarshal(b, v)
-	if err == nil {
+	err := members(b, f)
+	switch {
+	case err == nil:
 		return nil
-	}
-	var typ *json.UnmarshalTypeError
-	if errors.As(err, &typ) {
-		return fmt.Errorf("body must be a JSON object, not %s: %w", typ.Value, relay.ErrInvalid)
+	case err == errNotObject:
+		return fmt.Errorf("body must be a JSON object, not %s: %w", kind(bytes.TrimSpace(b)[0]), relay.ErrInvalid)
 	}
 	return fmt.Errorf("body is not valid JSON (%v): %w", err, relay.ErrInvalid)
 }
 
+// kind names the JSON type a value starting with c has.
+func kind(c byte) string {
+	switch c {
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// fieldIs matches an object key to a field name the way encoding/json
+// does: exactly or case-insensitively.
+func fieldIs(key, name string) bool {
+	return key == name || strings.EqualFold(key, name)
+}
+
 // isNull reports whether a field was absent or null.
-func isNull(raw json.RawMessage) bool {
+func isNull(raw []byte) bool {
 	return len(raw) == 0 || string(raw) == "null"
 }
 
-func decodeString(field string, raw json.RawMessage) (string, error) {
+func decodeString(field string, raw []byte) (string, error) {
 	if isNull(raw) {
 		return "", fmt.Errorf("%s is required: a string: %w", field, relay.ErrInvalid)
 	}
-	var s string
-	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+	if raw[0] != '"' {
+		return "", fmt.Errorf("%s must be a string, got %s: %w", field, excerpt(raw), relay.ErrInvalid)
+	}
+	s, err := unquote(raw)
+	if err != nil {
 		return "", fmt.Errorf("%s must be a string, got %s: %w", field, excerpt(raw), relay.ErrInvalid)
 	}
 	return s, nil
@@ -126,7 +160,7 @@ func decodeString(field string, raw json.RawMessage) (string, error) {
 
 // decodeUserID accepts a JSON integer from 0 to 2^64-1, written without a
 // fraction or exponent.
-func decodeUserID(raw json.RawMessage) (relay.UserID, error) {
+func decodeUserID(raw []byte) (relay.UserID, error) {
 	s := string(raw)
 	if len(s) > 0 && s[0] == '-' {
 		return 0, fmt.Errorf("user_id must be a non-negative integer, got %s: %w", excerpt(raw), relay.ErrInvalid)

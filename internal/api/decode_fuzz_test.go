@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -12,6 +13,16 @@ import (
 // The decoders read untrusted bytes. These fuzz targets check that they
 // never panic, that every refusal is a 4xx sentinel, and that what they
 // accept agrees with encoding/json. Seeds live in testdata/fuzz.
+
+// checkValidity holds the scanner to json.Valid: it must refuse invalid
+// JSON and must not call valid JSON invalid.
+func checkValidity(t *testing.T, body []byte, err error) {
+	valid := json.Valid(body)
+	syntax := err != nil && (strings.Contains(err.Error(), "not valid JSON") || strings.Contains(err.Error(), "body is empty"))
+	if valid == syntax {
+		t.Fatalf("json.Valid(%q) = %v, but decoding said %v", body, valid, err)
+	}
+}
 
 func checkRefusal(t *testing.T, err error) {
 	if !errors.Is(err, relay.ErrInvalid) && !errors.Is(err, relay.ErrTooLarge) {
@@ -27,8 +38,21 @@ func FuzzDecodePublish(f *testing.F) {
 	f.Add([]byte(`{"topic":"t","user_id":42,"message":"\u00e9\n"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		p, err := decodePublish(body, 1024)
+		checkValidity(t, body, err)
 		if err != nil {
 			checkRefusal(t, err)
+			// Whatever encoding/json reads as a complete, valid publish
+			// must be accepted too.
+			var ref struct {
+				Topic   *string         `json:"topic"`
+				UserID  json.RawMessage `json:"user_id"`
+				Message *string         `json:"message"`
+			}
+			if json.Unmarshal(body, &ref) == nil && ref.Topic != nil && ref.Message != nil && len(*ref.Message) <= 1024 {
+				if _, uerr := decodeUserID(ref.UserID); isNull(ref.UserID) || uerr == nil {
+					t.Fatalf("refused %q (%v), which encoding/json reads as topic %q message %q", body, err, *ref.Topic, *ref.Message)
+				}
+			}
 			return
 		}
 		if !json.Valid(body) {
@@ -57,6 +81,7 @@ func FuzzDecodeRegister(f *testing.F) {
 	f.Add([]byte(`{"user_id":-1}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := decodeRegister(body)
+		checkValidity(t, body, err)
 		if err != nil {
 			checkRefusal(t, err)
 			return
@@ -75,6 +100,7 @@ func FuzzDecodeTopics(f *testing.F) {
 	f.Add([]byte(`{"topics":[]}`))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		topics, err := decodeTopics(msg)
+		checkValidity(t, msg, err)
 		if err != nil {
 			checkRefusal(t, err)
 			return

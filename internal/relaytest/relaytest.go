@@ -4,7 +4,6 @@ package relaytest
 import (
 	"context"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -26,7 +25,7 @@ type Instance struct {
 // Start runs a server with cfg until the test ends (or Stop).
 func Start(t testing.TB, cfg server.Config) *Instance {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := server.Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,6 +91,14 @@ func New(cfg Config, log *slog.Logger) *Server {
 	return s
 }
 
+// Listen opens the TCP listener Relay serves on. TCP keepalive is off:
+// WebSocket pings already detect dead peers, and configuring keepalive
+// costs four setsockopt calls on every accepted connection.
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(ctx, "tcp", addr)
+}
+
 // Run serves on ln until ctx ends, then stops gracefully: /health turns
 // 503, the listener closes, in-flight requests finish, and every socket
 // gets a 1001 close, all within the shutdown timeout.

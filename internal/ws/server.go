@@ -33,6 +33,10 @@ type Config struct {
 	// SendQueueBytes bounds what may wait to be sent to one connection;
 	// past it the connection is closed as a slow consumer (code 4002).
 	SendQueueBytes int // default 1 MiB
+	// SocketSendBuffer, when positive, sets SO_SNDBUF on every connection:
+	// the kernel's share of what a slow client can have waiting, which
+	// otherwise autotunes up to several MiB per socket.
+	SocketSendBuffer int // default: the kernel's
 	// MaxMessageBytes bounds a message from a client (code 1009 past it).
 	MaxMessageBytes int // default 64 KiB
 	// PingInterval is how often each connection is pinged.
@@ -215,6 +219,9 @@ func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
+			if n := s.cfg.SocketSendBuffer; n > 0 {
+				raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, n) })
+			}
 			if len(s.pollers) > 0 && !s.noPoller {
 				raw.Control(func(fd uintptr) { c.fd = int32(fd) })
 				c.p = s.pollers[n%uint32(len(s.pollers))]
