@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/relayhq/relay/internal/relay"
@@ -23,7 +22,7 @@ type registerRequest struct {
 
 func decodeRegister(body []byte) (registerRequest, error) {
 	var user []byte
-	err := decodeObject(body, func(key string, val []byte) {
+	err := decodeObject(body, func(key, val []byte) {
 		if fieldIs(key, "user_id") {
 			user = val
 		}
@@ -49,7 +48,7 @@ type publishRequest struct {
 func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
 	var topic, user, message []byte
 	var p publishRequest
-	err := decodeObject(body, func(key string, val []byte) {
+	err := decodeObject(body, func(key, val []byte) {
 		switch {
 		case fieldIs(key, "topic"):
 			topic = val
@@ -62,9 +61,11 @@ func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
 	if err != nil {
 		return p, err
 	}
-	if p.Topic, err = decodeString("topic", topic); err != nil {
+	t, err := decodeString("topic", topic)
+	if err != nil {
 		return p, err
 	}
+	p.Topic = string(t)
 	if !isNull(user) {
 		if p.User, err = decodeUserID(user); err != nil {
 			return p, err
@@ -78,14 +79,14 @@ func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
 	if len(msg) > maxMessage {
 		return p, fmt.Errorf("message is %d bytes, the limit is %d: %w", len(msg), maxMessage, relay.ErrTooLarge)
 	}
-	p.Message = []byte(msg)
+	p.Message = bytes.Clone(msg) // msg may alias the pooled body
 	return p, nil
 }
 
 // decodeTopics decodes the seed protocol's {"topics": [...]} command.
 func decodeTopics(msg []byte) ([]string, error) {
 	var raw []byte
-	err := decodeObject(msg, func(key string, val []byte) {
+	err := decodeObject(msg, func(key, val []byte) {
 		if fieldIs(key, "topics") {
 			raw = val
 		}
@@ -104,7 +105,7 @@ func decodeTopics(msg []byte) ([]string, error) {
 }
 
 // decodeObject walks the JSON object in b (see members).
-func decodeObject(b []byte, f func(key string, val []byte)) error {
+func decodeObject(b []byte, f func(key, val []byte)) error {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return fmt.Errorf("body is empty: send a JSON object: %w", relay.ErrInvalid)
 	}
@@ -135,8 +136,8 @@ func kind(c byte) string {
 
 // fieldIs matches an object key to a field name the way encoding/json
 // does: exactly or case-insensitively.
-func fieldIs(key, name string) bool {
-	return key == name || strings.EqualFold(key, name)
+func fieldIs(key []byte, name string) bool {
+	return string(key) == name || bytes.EqualFold(key, []byte(name))
 }
 
 // isNull reports whether a field was absent or null.
@@ -144,16 +145,17 @@ func isNull(raw []byte) bool {
 	return len(raw) == 0 || string(raw) == "null"
 }
 
-func decodeString(field string, raw []byte) (string, error) {
+// decodeString returns a string field's value; it may alias raw.
+func decodeString(field string, raw []byte) ([]byte, error) {
 	if isNull(raw) {
-		return "", fmt.Errorf("%s is required: a string: %w", field, relay.ErrInvalid)
+		return nil, fmt.Errorf("%s is required: a string: %w", field, relay.ErrInvalid)
 	}
 	if raw[0] != '"' {
-		return "", fmt.Errorf("%s must be a string, got %s: %w", field, excerpt(raw), relay.ErrInvalid)
+		return nil, fmt.Errorf("%s must be a string, got %s: %w", field, excerpt(raw), relay.ErrInvalid)
 	}
 	s, err := unquote(raw)
 	if err != nil {
-		return "", fmt.Errorf("%s must be a string, got %s: %w", field, excerpt(raw), relay.ErrInvalid)
+		return nil, fmt.Errorf("%s must be a string, got %s: %w", field, excerpt(raw), relay.ErrInvalid)
 	}
 	return s, nil
 }

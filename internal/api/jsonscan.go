@@ -13,7 +13,7 @@ import (
 // document as encoding/json would: publish bodies are decoded on the hot
 // path, and encoding/json needs two passes plus reflection. The fuzz
 // targets hold this scanner to encoding/json's answers.
-func members(b []byte, f func(key string, val []byte)) error {
+func members(b []byte, f func(key, val []byte)) error {
 	s := scanner{b: b}
 	s.space()
 	if s.i >= len(b) {
@@ -116,7 +116,7 @@ func (s *scanner) value(depth int) error {
 
 // object skips an object, calling f (when not nil) with each key and raw
 // value.
-func (s *scanner) object(depth int, f func(key string, val []byte)) error {
+func (s *scanner) object(depth int, f func(key, val []byte)) error {
 	s.i++ // '{'
 	s.space()
 	if s.peek() == '}' {
@@ -260,16 +260,54 @@ func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
-// unquote returns the value of a valid JSON string literal. Plain strings
-// (no escapes, valid UTF-8) are used as they are; anything else goes
-// through encoding/json, so escapes, surrogates and invalid UTF-8 are
-// treated exactly as it treats them.
-func unquote(raw []byte) (string, error) {
+// unquote returns the value of a valid JSON string literal. A plain string
+// (no escapes, valid UTF-8) is returned as a slice of raw, without a copy;
+// the short escapes are decoded here, since JSON payloads carried in a
+// message are full of \"; \u escapes and invalid UTF-8 go through
+// encoding/json, so they are treated exactly as it treats them.
+func unquote(raw []byte) ([]byte, error) {
 	inner := raw[1 : len(raw)-1]
-	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-		return string(inner), nil
+	i := bytes.IndexByte(inner, '\\')
+	if i < 0 {
+		if utf8.Valid(inner) {
+			return inner, nil
+		}
+		return unquoteJSON(raw)
 	}
+	if !utf8.Valid(inner) {
+		return unquoteJSON(raw)
+	}
+	out := make([]byte, i, len(inner))
+	copy(out, inner)
+	for ; i < len(inner); i++ {
+		c := inner[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		i++ // the scanner guaranteed a valid escape
+		switch inner[i] {
+		case '"', '\\', '/':
+			out = append(out, inner[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		default: // 'u'
+			return unquoteJSON(raw)
+		}
+	}
+	return out, nil
+}
+
+func unquoteJSON(raw []byte) ([]byte, error) {
 	var v string
 	err := json.Unmarshal(raw, &v)
-	return v, err
+	return []byte(v), err
 }

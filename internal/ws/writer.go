@@ -28,10 +28,45 @@ type writer struct {
 	wake  chan struct{}
 
 	buf []byte // owned by the writer goroutine
+	// op and opWrite do the raw write: bound once, so a write allocates no
+	// closure.
+	op      rawWrite
+	opWrite func(fd uintptr) bool
 }
 
 func newWriter() *writer {
-	return &writer{wake: make(chan struct{}, 1), buf: make([]byte, 0, writeBufSize)}
+	w := &writer{wake: make(chan struct{}, 1), buf: make([]byte, 0, writeBufSize)}
+	w.opWrite = w.op.write
+	return w
+}
+
+// rawWrite writes p to a descriptor without ever waiting for it.
+type rawWrite struct {
+	p   []byte
+	n   int
+	err error
+}
+
+func (o *rawWrite) write(fd uintptr) bool {
+	o.n, o.err = 0, nil
+	for o.n < len(o.p) {
+		m, e := syscall.Write(int(fd), o.p[o.n:])
+		if m > 0 {
+			o.n += m
+		}
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != nil {
+			o.err = e
+			break
+		}
+		if m == 0 {
+			o.err = syscall.EAGAIN
+			break
+		}
+	}
+	return true // never wait here: waiting is writeBlocking's job
 }
 
 // add makes c ready. The caller has just claimed c's output side.
@@ -95,7 +130,7 @@ func (c *Conn) flush(w *writer) {
 	pending := w.buf[:0]
 	for i, f := range q {
 		if len(pending)+len(f) > cap(pending) && len(pending) > 0 {
-			n, ok := c.writeOut(pending, true, q[i:])
+			n, ok := c.writeOut(w, pending, true, q[i:])
 			written += n
 			if !ok {
 				c.account(written)
@@ -104,7 +139,7 @@ func (c *Conn) flush(w *writer) {
 			pending = pending[:0]
 		}
 		if len(f) > cap(pending) {
-			n, ok := c.writeOut(f, false, q[i+1:])
+			n, ok := c.writeOut(w, f, false, q[i+1:])
 			written += n
 			if !ok {
 				c.account(written)
@@ -115,7 +150,7 @@ func (c *Conn) flush(w *writer) {
 		pending = append(pending, f...)
 	}
 	if len(pending) > 0 {
-		n, ok := c.writeOut(pending, true, nil)
+		n, ok := c.writeOut(w, pending, true, nil)
 		written += n
 		if !ok {
 			c.account(written)
@@ -146,8 +181,8 @@ func (c *Conn) flush(w *writer) {
 // the rest of p (copied when p is the writer's buffer) and the frames in
 // rest go to a goroutine that waits for the socket; ok is then false, as it
 // is when the connection failed and was finished.
-func (c *Conn) writeOut(p []byte, borrowed bool, rest [][]byte) (n int, ok bool) {
-	n, err := c.writeNow(p)
+func (c *Conn) writeOut(w *writer, p []byte, borrowed bool, rest [][]byte) (n int, ok bool) {
+	n, err := c.writeNow(w, p)
 	if err == nil {
 		return n, true
 	}
@@ -164,28 +199,13 @@ func (c *Conn) writeOut(p []byte, borrowed bool, rest [][]byte) (n int, ok bool)
 	return n, false
 }
 
-// writeNow writes as much of p as the socket takes right now.
-func (c *Conn) writeNow(p []byte) (n int, err error) {
-	werr := c.raw.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, e := syscall.Write(int(fd), p[n:])
-			if m > 0 {
-				n += m
-			}
-			if e == syscall.EINTR {
-				continue
-			}
-			if e != nil {
-				err = e
-				break
-			}
-			if m == 0 {
-				err = syscall.EAGAIN
-				break
-			}
-		}
-		return true // never wait here: waiting is writeBlocking's job
-	})
+// writeNow writes as much of p as the socket takes right now, using the
+// writer's op (so only on w's goroutine).
+func (c *Conn) writeNow(w *writer, p []byte) (n int, err error) {
+	w.op = rawWrite{p: p}
+	werr := c.raw.Write(w.opWrite)
+	n, err = w.op.n, w.op.err
+	w.op.p = nil
 	if werr != nil {
 		return n, werr
 	}
