@@ -37,7 +37,7 @@ want=" $* "
 echo "building into $out/bin" >&2
 (cd "$shared/loadgen" && go build -o "$out/bin/loadgen" .)
 (cd "$shared/seedport" && go build -o "$out/bin/seedport" .)
-(cd "$root" && go build -o "$out/bin/relay" ./cmd/relay && go build -o "$out/bin/stall" ./bench/stall && go build -o "$out/bin/report" ./bench/report)
+(cd "$root" && for t in stall report writefloor; do go build -o "$out/bin/$t" "./bench/$t"; done && go build -o "$out/bin/relay" ./cmd/relay)
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -46,7 +46,13 @@ echo "building into $out/bin" >&2
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ($(nproc) cores)"
   echo "kernel: $(uname -r)"
   echo "nofile: $(ulimit -Hn)"
+  # The floor under every fan-out figure: one small loopback write.
+  taskset -c 0 "$out/bin/writefloor" -serve "127.0.0.1:$port" -n 1000 -rounds 200 & wf=$!
+  sleep 0.3
+  taskset -c 1 "$out/bin/writefloor" -read "127.0.0.1:$port" -n 1000
+  wait $wf
 } > "$out/machine.txt"
+cat "$out/machine.txt" >&2
 
 start_server() { # server -> sets pid
   case $1 in
