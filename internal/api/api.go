@@ -78,6 +78,9 @@ func New(cfg Config, h *hub.Hub, b relay.Broker, wss *ws.Server, log *slog.Logge
 	mux.Handle("/register", a.methods(http.MethodPost, a.register))
 	mux.Handle("/register/{id}", a.methods(http.MethodDelete, a.unregister))
 	mux.Handle("/publish", a.methods(http.MethodPost, a.publish))
+	mux.Handle("/publish/batch", a.methods(http.MethodPost, a.publishBatch))
+	mux.Handle("/history/{topic}", a.methods(http.MethodGet, a.history))
+	mux.Handle("/presence/{topic}", a.methods(http.MethodGet, a.presence))
 	mux.Handle("/ws/{id}", a.methods(http.MethodGet, a.socket))
 	if cfg.Metrics != nil {
 		mux.Handle("/metrics", a.methods(http.MethodGet, cfg.Metrics.ServeHTTP))
@@ -298,33 +301,3 @@ func (a *API) unregister(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (a *API) publish(w http.ResponseWriter, r *http.Request) {
-	b, err := a.body(w, r)
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	p, err := decodePublish(*b, a.cfg.MaxMessageBytes)
-	putBody(b)
-	if err == nil {
-		err = a.hub.CheckTopic(p.Topic)
-	}
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	m := &relay.Message{Topic: p.Topic, User: p.User, HasUser: p.HasUser, Data: p.Message}
-	rc, err := a.broker.Publish(r.Context(), m)
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	// {"delivered":K}, written by hand: this is the hot path.
-	var out [40]byte
-	resp := strconv.AppendInt(append(out[:0], `{"delivered":`...), int64(rc.Delivered), 10)
-	w.Header()["Content-Type"] = jsonContentType
-	w.Write(append(resp, '}'))
-}
-
-// jsonContentType is shared by every response; nothing may modify it.
-var jsonContentType = []string{"application/json"}

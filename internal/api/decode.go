@@ -39,14 +39,18 @@ func decodeRegister(body []byte) (registerRequest, error) {
 
 // publishRequest is POST /publish's body.
 type publishRequest struct {
-	Topic   string
-	User    relay.UserID
-	HasUser bool
-	Message []byte
+	Topic          string
+	User           relay.UserID
+	HasUser        bool
+	Message        []byte
+	IdempotencyKey string
 }
 
+// maxIdempotencyKey bounds an idempotency key, in bytes.
+const maxIdempotencyKey = 256
+
 func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
-	var topic, user, message []byte
+	var topic, user, message, idem []byte
 	var p publishRequest
 	err := decodeObject(body, func(key, val []byte) {
 		switch {
@@ -56,6 +60,8 @@ func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
 			user = val
 		case fieldIs(key, "message"):
 			message = val
+		case fieldIs(key, "idempotency_key"):
+			idem = val
 		}
 	})
 	if err != nil {
@@ -78,6 +84,16 @@ func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
 	}
 	if len(msg) > maxMessage {
 		return p, fmt.Errorf("message is %d bytes, the limit is %d: %w", len(msg), maxMessage, relay.ErrTooLarge)
+	}
+	if !isNull(idem) {
+		k, err := decodeString("idempotency_key", idem)
+		if err != nil {
+			return p, err
+		}
+		if len(k) == 0 || len(k) > maxIdempotencyKey {
+			return p, fmt.Errorf("idempotency_key must be 1 to %d bytes: %w", maxIdempotencyKey, relay.ErrInvalid)
+		}
+		p.IdempotencyKey = string(k)
 	}
 	p.Message = bytes.Clone(msg) // msg may alias the pooled body
 	return p, nil

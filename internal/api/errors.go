@@ -10,18 +10,30 @@ import (
 	"github.com/relayhq/relay/internal/relay"
 )
 
-// statuses is the one table from Relay's sentinel errors to HTTP statuses.
+// statuses is the one table from Relay's sentinel errors to HTTP statuses
+// and to the codes of relay.v1 error frames.
 var statuses = []struct {
 	err    error
 	status int
+	code   string
 }{
-	{relay.ErrInvalid, http.StatusBadRequest},
-	{relay.ErrUnauthorized, http.StatusUnauthorized},
-	{relay.ErrForbidden, http.StatusForbidden},
-	{relay.ErrNotFound, http.StatusNotFound},
-	{relay.ErrTooLarge, http.StatusRequestEntityTooLarge},
-	{relay.ErrLimit, http.StatusTooManyRequests},
-	{relay.ErrUnavailable, http.StatusServiceUnavailable},
+	{relay.ErrInvalid, http.StatusBadRequest, "invalid"},
+	{relay.ErrUnauthorized, http.StatusUnauthorized, "unauthorized"},
+	{relay.ErrForbidden, http.StatusForbidden, "forbidden"},
+	{relay.ErrNotFound, http.StatusNotFound, "not_found"},
+	{relay.ErrTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
+	{relay.ErrLimit, http.StatusTooManyRequests, "limit_exceeded"},
+	{relay.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+}
+
+// v1Code maps err to a relay.v1 error code.
+func v1Code(err error) string {
+	for _, s := range statuses {
+		if errors.Is(err, s.err) {
+			return s.code
+		}
+	}
+	return "internal"
 }
 
 // status maps err to an HTTP status; errors outside the table are the

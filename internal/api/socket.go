@@ -17,18 +17,36 @@ func (a *API) socket(w http.ResponseWriter, r *http.Request) {
 		a.failStatus(w, http.StatusNotFound, "no registration with id "+string(id)+"; POST /register first")
 		return
 	}
-	c, err := a.ws.Upgrade(w, r, relay.FormatSeed)
+	c, err := a.ws.Upgrade(w, r)
 	if err != nil {
 		return // answered by the upgrader
 	}
-	s := &seedSession{api: a}
-	s.client, err = a.hub.Attach(id, c)
+	a.start(c, func(keepTopics bool) (*hub.Client, error) { return a.hub.Attach(id, c, keepTopics) })
+}
+
+// start binds an upgraded socket to its registration with attach and
+// starts reading it with the session of its protocol.
+func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error)) {
+	var (
+		h      ws.Handler
+		client *hub.Client
+		err    error
+	)
+	if c.Subprotocol() == ProtocolV1 {
+		s := &v1Session{api: a}
+		s.client, err = attach(false)
+		h, client = s, s.client
+	} else {
+		s := &seedSession{api: a}
+		s.client, err = attach(true)
+		h, client = s, s.client
+	}
 	if err != nil { // unregistered between the check and the upgrade
 		c.Close(relay.CloseUnregistered)
 	} else {
-		a.log.Debug("socket connected", "user_id", s.client.User, "remote", c.RemoteAddr().String())
+		a.log.Debug("socket connected", "user_id", client.User, "protocol", c.Subprotocol(), "remote", c.RemoteAddr().String())
 	}
-	c.Start(s)
+	c.Start(h)
 }
 
 // seedSession speaks the seed protocol on one socket: the text

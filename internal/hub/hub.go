@@ -122,7 +122,7 @@ func New(cfg Config, log *slog.Logger) *Hub {
 		users:   make(map[relay.UserID][]*Client),
 	}
 	for i := range h.topics {
-		h.topics[i].topics = make(map[string]*subscribers)
+		h.topics[i].topics = make(map[string]*topic)
 	}
 	return h
 }
@@ -224,18 +224,20 @@ func (h *Hub) retire(c *Client) relay.Subscriber {
 	c.gone = true
 	sub := c.sub
 	if sub != nil {
-		h.unsubscribeAll(c.topics, sub)
+		h.leaveAll(c.topics, sub)
 		c.sub = nil
 		h.stats.Connections.Add(-1)
 	}
 	return sub
 }
 
-// Attach binds a new socket to registration id and subscribes it to the
-// client's topics. A socket already attached is replaced and closed with
-// relay.CloseReplaced: the newest connection wins, so a client whose old
-// TCP connection is half-dead can reconnect at once.
-func (h *Hub) Attach(id relay.ClientID, sub relay.Subscriber) (*Client, error) {
+// Attach binds a new socket to registration id. With keepTopics (the seed
+// protocol) the socket is subscribed to the client's topics, kept from
+// earlier sockets; without (relay.v1, whose clients resubscribe with
+// positions) it starts with none. A socket already attached is replaced
+// and closed with relay.CloseReplaced: the newest connection wins, so a
+// client whose old TCP connection is half-dead can reconnect at once.
+func (h *Hub) Attach(id relay.ClientID, sub relay.Subscriber, keepTopics bool) (*Client, error) {
 	h.regMu.Lock()
 	c, ok := h.clients[id]
 	if ok {
@@ -252,13 +254,16 @@ func (h *Hub) Attach(id relay.ClientID, sub relay.Subscriber) (*Client, error) {
 	}
 	old := c.sub
 	if old != nil {
-		h.unsubscribeAll(c.topics, old)
+		h.leaveAll(c.topics, old)
 	} else {
 		h.stats.Connections.Add(1)
 	}
 	c.sub = sub
+	if !keepTopics {
+		c.topics = nil
+	}
 	for _, t := range c.topics {
-		h.subscribe(t, sub)
+		h.join(t, member{sub: sub, user: c.User})
 	}
 	c.mu.Unlock()
 	if old != nil {
@@ -276,7 +281,7 @@ func (h *Hub) Detach(c *Client, sub relay.Subscriber) {
 		c.mu.Unlock()
 		return
 	}
-	h.unsubscribeAll(c.topics, sub)
+	h.leaveAll(c.topics, sub)
 	c.sub = nil
 	gone := c.gone
 	c.mu.Unlock()
@@ -301,31 +306,170 @@ func (h *Hub) Detach(c *Client, sub relay.Subscriber) {
 	h.setDeadlineLocked(c, time.Now().Add(h.cfg.ReconnectGrace))
 }
 
-// SetTopics replaces the topics of c, whose socket is sub. Topics are
-// de-duplicated; an invalid topic or too many of them change nothing.
+// SetTopics replaces the topics of c, whose socket is sub (the seed
+// protocol's command). Topics are de-duplicated; an invalid topic or too
+// many of them change nothing.
 func (h *Hub) SetTopics(c *Client, sub relay.Subscriber, topics []string) error {
 	topics, err := h.normalize(topics)
 	if err != nil {
 		return err
 	}
+	if len(topics) > h.cfg.MaxTopics {
+		return h.tooMany()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sub != sub {
-		return fmt.Errorf("connection was replaced or closed: %w", relay.ErrNotFound)
+		return errReplaced
 	}
 	old := newSet(c.topics)
 	now := newSet(topics)
 	for _, t := range c.topics {
 		if !now.has(t) {
-			h.unsubscribe(t, sub)
+			h.leave(t, sub)
 		}
 	}
 	for _, t := range topics {
 		if !old.has(t) {
-			h.subscribe(t, sub)
+			h.join(t, member{sub: sub, user: c.User})
 		}
 	}
 	c.topics = topics
+	return nil
+}
+
+var errReplaced = fmt.Errorf("connection was replaced or closed: %w", relay.ErrNotFound)
+
+func (h *Hub) tooMany() error {
+	return fmt.Errorf("too many topics: at most %d per connection: %w", h.cfg.MaxTopics, relay.ErrLimit)
+}
+
+// SubscribeOptions tune Subscribe.
+type SubscribeOptions struct {
+	// Presence asks for join and leave events on the topics.
+	Presence bool
+	// Since asks to recover these topics from these positions.
+	Since map[string]relay.Position
+	// History is read for positions and recovery.
+	History relay.HistoryReader
+	// Ready is called once per topic, after it is subscribed and before
+	// anything on it reaches the socket: the caller sends its
+	// acknowledgement here, and the replay follows it.
+	Ready func(topic string, r Subscribed)
+}
+
+// Subscribed is what Subscribe found for one topic.
+type Subscribed struct {
+	// Position is where the socket now stands: it receives (by replay,
+	// then live) exactly the messages after it.
+	Position relay.Position
+	// Recovered reports that a position was asked for (Since), it is in
+	// the same epoch, and every message after it was still in history.
+	Recovered bool
+	// Replay holds those messages; the hub delivers them after Ready.
+	Replay []*relay.Message
+	// Existing reports that the socket was already subscribed: only its
+	// presence flag changed, and nothing is replayed.
+	Existing bool
+	// Users present before this socket, when presence was asked for.
+	Users []relay.UserID
+}
+
+// Subscribe adds topics to c's socket sub (relay.v1). For each new topic
+// the socket joins in a recovering state in which live messages wait; the
+// topic's history is then read, Ready is called, the replay (when
+// recovery succeeds) is delivered, and the waiting messages after the
+// replay follow: no gap and no duplicate between history and live.
+func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, topics []string, opts SubscribeOptions) error {
+	topics, err := h.normalize(topics)
+	if err != nil {
+		return err
+	}
+	type joined struct {
+		name  string
+		users []relay.UserID
+		added bool
+	}
+	c.mu.Lock()
+	if c.sub != sub {
+		c.mu.Unlock()
+		return errReplaced
+	}
+	have := newSet(c.topics)
+	fresh := 0
+	for _, t := range topics {
+		if !have.has(t) {
+			fresh++
+		}
+	}
+	if len(c.topics)+fresh > h.cfg.MaxTopics {
+		c.mu.Unlock()
+		return h.tooMany()
+	}
+	list := make([]joined, 0, len(topics))
+	for _, t := range topics {
+		m := member{sub: sub, user: c.User, presence: opts.Presence}
+		if opts.History != nil {
+			m.pending = new([]*relay.Message)
+		}
+		users, added := h.join(t, m)
+		if added {
+			c.topics = append(c.topics, t)
+		}
+		list = append(list, joined{t, users, added})
+	}
+	c.mu.Unlock()
+
+	for _, j := range list {
+		r := Subscribed{Users: j.users, Existing: !j.added}
+		if opts.History != nil {
+			since, want := opts.Since[j.name]
+			from := ^uint64(0) // only the latest position
+			if want && j.added {
+				from = since.Offset
+			}
+			page, err := opts.History.History(ctx, j.name, from, 0)
+			if err != nil {
+				h.log.Warn("reading history failed; subscribing without recovery", "topic", j.name, "err", err)
+			}
+			r.Position = page.Latest
+			if want && j.added && err == nil && page.Complete && page.Latest.Epoch == since.Epoch {
+				r.Recovered = true
+				r.Replay = page.Messages
+			}
+		}
+		if opts.Ready != nil {
+			opts.Ready(j.name, r)
+		}
+		for _, m := range r.Replay {
+			sub.Deliver(&relay.Delivery{Msg: m})
+		}
+		if j.added && opts.History != nil {
+			h.goLive(j.name, sub, r.Position)
+		}
+	}
+	return nil
+}
+
+// Unsubscribe removes topics from c's socket sub; topics it is not on are
+// ignored.
+func (h *Hub) Unsubscribe(c *Client, sub relay.Subscriber, topics []string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sub != sub {
+		return errReplaced
+	}
+	drop := newSet(topics)
+	kept := c.topics[:0]
+	for _, t := range c.topics {
+		if drop.has(t) {
+			h.leave(t, sub)
+		} else {
+			kept = append(kept, t)
+		}
+	}
+	clear(c.topics[len(kept):])
+	c.topics = kept
 	return nil
 }
 
@@ -343,7 +487,7 @@ func (h *Hub) normalize(topics []string) ([]string, error) {
 		seen.add(t)
 		out = append(out, t)
 		if len(out) > h.cfg.MaxTopics {
-			return nil, fmt.Errorf("too many topics: at most %d per connection: %w", h.cfg.MaxTopics, relay.ErrLimit)
+			return nil, h.tooMany()
 		}
 	}
 	return out, nil
@@ -388,9 +532,9 @@ func (h *Hub) Fanout(m *relay.Message) int {
 	} else {
 		sh := h.shard(m.Topic)
 		sh.mu.RLock()
-		if s := sh.topics[m.Topic]; s != nil {
-			for _, sub := range s.list {
-				if sub.Deliver(d) {
+		if t := sh.topics[m.Topic]; t != nil {
+			for i := range t.list {
+				if t.list[i].deliver(d) {
 					n++
 				}
 			}

@@ -53,7 +53,7 @@ func attached(t *testing.T, h *Hub, user relay.UserID) (*Client, *fakeSub) {
 		t.Fatal(err)
 	}
 	s := &fakeSub{}
-	c, err := h.Attach(id, s)
+	c, err := h.Attach(id, s, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestAttachReplacesAndDetachIsIdempotent(t *testing.T) {
 	h := New(Config{}, nil)
 	c, old := attached(t, h, 1)
 	neu := &fakeSub{}
-	if _, err := h.Attach(c.ID, neu); err != nil {
+	if _, err := h.Attach(c.ID, neu, true); err != nil {
 		t.Fatal(err)
 	}
 	if len(old.closes) != 1 || old.closes[0] != relay.CloseReplaced {
@@ -171,7 +171,7 @@ func TestUnregisterClosesSocket(t *testing.T) {
 	if err := h.Unregister(c.ID); !errors.Is(err, relay.ErrNotFound) {
 		t.Fatalf("second Unregister = %v, want ErrNotFound", err)
 	}
-	if _, err := h.Attach(c.ID, &fakeSub{}); !errors.Is(err, relay.ErrNotFound) {
+	if _, err := h.Attach(c.ID, &fakeSub{}, true); !errors.Is(err, relay.ErrNotFound) {
 		t.Fatalf("Attach after Unregister = %v, want ErrNotFound", err)
 	}
 	h.Detach(c, s)
@@ -217,7 +217,7 @@ func TestExpiry(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		h.expire(time.Now())
 		s2 := &fakeSub{}
-		if _, err := h.Attach(c.ID, s2); err != nil {
+		if _, err := h.Attach(c.ID, s2, true); err != nil {
 			t.Fatalf("reattach within grace: %v", err)
 		}
 		time.Sleep(time.Minute) // attached: the old deadline must not bite
@@ -287,7 +287,7 @@ func TestConcurrentSubscribePublish(t *testing.T) {
 				}
 				if r%50 == 49 { // drop and restore the socket now and then
 					h.Detach(cs[i], subs[i])
-					if _, err := h.Attach(cs[i].ID, subs[i]); err != nil {
+					if _, err := h.Attach(cs[i].ID, subs[i], true); err != nil {
 						t.Error(err)
 					}
 				}
@@ -319,30 +319,36 @@ func TestConcurrentSubscribePublish(t *testing.T) {
 	}
 }
 
-func TestSubscribersSetRemoval(t *testing.T) {
+func TestTopicMembersRemoval(t *testing.T) {
 	// Grow past the position-map threshold and remove in a scattered order.
-	var s subscribers
+	var tp topic
 	subs := make([]*fakeSub, 50)
 	for i := range subs {
 		subs[i] = &fakeSub{}
-		s.add(subs[i])
-		s.add(subs[i]) // duplicate adds are ignored
+		tp.add(member{sub: subs[i], user: relay.UserID(i % 5)})
 	}
-	if len(s.list) != 50 {
-		t.Fatalf("len = %d, want 50", len(s.list))
+	if len(tp.list) != 50 || len(tp.users) != 5 {
+		t.Fatalf("len = %d, users %d; want 50, 5", len(tp.list), len(tp.users))
 	}
 	for i := 0; i < 50; i += 3 {
-		s.remove(subs[i])
+		tp.remove(subs[i])
 	}
 	for i, x := range subs {
-		if got, want := s.index(x) >= 0, i%3 != 0; got != want {
+		if got, want := tp.index(x) >= 0, i%3 != 0; got != want {
 			t.Fatalf("member %d present = %v, want %v", i, got, want)
 		}
 	}
-	for i, x := range s.list {
-		if s.pos[x] != i {
+	for i, x := range tp.list {
+		if tp.pos[x.sub] != i {
 			t.Fatalf("position map out of step at %d", i)
 		}
+	}
+	total := int32(0)
+	for _, n := range tp.users {
+		total += n
+	}
+	if int(total) != len(tp.list) {
+		t.Fatalf("user counts sum to %d, want %d", total, len(tp.list))
 	}
 }
 
@@ -352,7 +358,7 @@ func BenchmarkFanout(b *testing.B) {
 			h := New(Config{}, nil)
 			for range n {
 				id, _ := h.Register(1)
-				h.Attach(id, &nopSub{})
+				h.Attach(id, &nopSub{}, true)
 			}
 			m := msg("cats", "hello")
 			b.ReportAllocs()

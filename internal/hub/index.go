@@ -2,6 +2,7 @@ package hub
 
 import (
 	"hash/maphash"
+	"slices"
 	"sync"
 
 	"github.com/relayhq/relay/internal/relay"
@@ -13,116 +14,254 @@ const shardCount = 32
 
 var shardSeed = maphash.MakeSeed()
 
-// shard is one part of the topic → subscribers index.
+// shard is one part of the topic → members index. Fan-out holds mu for
+// reading (the broker guarantees one fan-out at a time per topic, so a
+// member's pending buffer has one writer); every change holds it for
+// writing.
 type shard struct {
 	mu     sync.RWMutex
-	topics map[string]*subscribers
+	topics map[string]*topic
 }
 
-func (h *Hub) shard(topic string) *shard {
-	return &h.topics[maphash.String(shardSeed, topic)%shardCount]
+func (h *Hub) shard(name string) *shard {
+	return &h.topics[maphash.String(shardSeed, name)%shardCount]
 }
 
-// subscribers is the set of connections on one topic. The slice makes
-// fan-out a cache-friendly walk; the position map, built only once the set
-// is large, keeps removal O(1).
-type subscribers struct {
-	list []relay.Subscriber
-	pos  map[relay.Subscriber]int
+// topic is the set of local connections on one topic, and which users
+// they belong to.
+type topic struct {
+	list  []member
+	pos   map[relay.Subscriber]int // built once the set is large
+	users map[relay.UserID]int32   // connections per user: presence
 }
 
-// posThreshold is the set size above which removal uses the position map
+// member is one connection on a topic.
+type member struct {
+	sub      relay.Subscriber
+	user     relay.UserID
+	presence bool // wants join and leave events
+	// pending holds what arrives for the member while it recovers, so that
+	// live messages follow the replayed ones; nil once it is live.
+	pending *[]*relay.Message
+}
+
+// posThreshold is the set size above which lookups use the position map
 // instead of a linear search.
 const posThreshold = 16
 
-func (s *subscribers) add(sub relay.Subscriber) {
-	if s.index(sub) >= 0 {
-		return
-	}
-	s.list = append(s.list, sub)
-	if s.pos != nil {
-		s.pos[sub] = len(s.list) - 1
-	} else if len(s.list) > posThreshold {
-		s.pos = make(map[relay.Subscriber]int, len(s.list)*2)
-		for i, x := range s.list {
-			s.pos[x] = i
-		}
-	}
-}
-
-func (s *subscribers) remove(sub relay.Subscriber) {
-	i := s.index(sub)
-	if i < 0 {
-		return
-	}
-	last := len(s.list) - 1
-	if i != last {
-		s.list[i] = s.list[last]
-		if s.pos != nil {
-			s.pos[s.list[i]] = i
-		}
-	}
-	s.list[last] = nil
-	s.list = s.list[:last]
-	if s.pos != nil {
-		delete(s.pos, sub)
-	}
-}
-
-func (s *subscribers) index(sub relay.Subscriber) int {
-	if s.pos != nil {
-		if i, ok := s.pos[sub]; ok {
+func (t *topic) index(sub relay.Subscriber) int {
+	if t.pos != nil {
+		if i, ok := t.pos[sub]; ok {
 			return i
 		}
 		return -1
 	}
-	for i, x := range s.list {
-		if x == sub {
+	for i := range t.list {
+		if t.list[i].sub == sub {
 			return i
 		}
 	}
 	return -1
 }
 
-func (h *Hub) subscribe(topic string, sub relay.Subscriber) {
-	sh := h.shard(topic)
-	sh.mu.Lock()
-	s := sh.topics[topic]
-	if s == nil {
-		s = &subscribers{}
-		sh.topics[topic] = s
-	}
-	s.add(sub)
-	sh.mu.Unlock()
-}
-
-func (h *Hub) unsubscribe(topic string, sub relay.Subscriber) {
-	sh := h.shard(topic)
-	sh.mu.Lock()
-	if s := sh.topics[topic]; s != nil {
-		s.remove(sub)
-		if len(s.list) == 0 {
-			delete(sh.topics, topic)
+// add inserts m (not yet present) and returns whether its user just
+// became present.
+func (t *topic) add(m member) (joined bool) {
+	t.list = append(t.list, m)
+	if t.pos != nil {
+		t.pos[m.sub] = len(t.list) - 1
+	} else if len(t.list) > posThreshold {
+		t.pos = make(map[relay.Subscriber]int, len(t.list)*2)
+		for i, x := range t.list {
+			t.pos[x.sub] = i
 		}
 	}
-	sh.mu.Unlock()
+	if t.users == nil {
+		t.users = make(map[relay.UserID]int32)
+	}
+	t.users[m.user]++
+	return t.users[m.user] == 1
 }
 
-func (h *Hub) unsubscribeAll(topics []string, sub relay.Subscriber) {
+// remove deletes sub and returns its member and whether its user is no
+// longer present.
+func (t *topic) remove(sub relay.Subscriber) (m member, found, left bool) {
+	i := t.index(sub)
+	if i < 0 {
+		return member{}, false, false
+	}
+	m = t.list[i]
+	last := len(t.list) - 1
+	if i != last {
+		t.list[i] = t.list[last]
+		if t.pos != nil {
+			t.pos[t.list[i].sub] = i
+		}
+	}
+	t.list[last] = member{}
+	t.list = t.list[:last]
+	if t.pos != nil {
+		delete(t.pos, sub)
+	}
+	if t.users[m.user]--; t.users[m.user] <= 0 {
+		delete(t.users, m.user)
+		left = true
+	}
+	return m, true, left
+}
+
+// deliver hands d to m, or to m's pending buffer while it recovers.
+func (m *member) deliver(d *relay.Delivery) bool {
+	if m.pending != nil {
+		*m.pending = append(*m.pending, d.Msg)
+		return true
+	}
+	return m.sub.Deliver(d)
+}
+
+// announce tells the members that want presence that user joined or left.
+// The caller holds the shard's write lock.
+func (t *topic) announce(kind relay.Kind, name string, user relay.UserID) {
+	var d *relay.Delivery
+	for i := range t.list {
+		m := &t.list[i]
+		if !m.presence {
+			continue
+		}
+		if d == nil {
+			d = &relay.Delivery{Msg: &relay.Message{Kind: kind, Topic: name, User: user, HasUser: true}}
+		}
+		m.deliver(d)
+	}
+}
+
+// join adds m to topic name, announcing its user if it is new there, and
+// returns the users present before it when m wants presence. A member
+// already there only has its presence flag updated (added is false).
+func (h *Hub) join(name string, m member) (present []relay.UserID, added bool) {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.topics[name]
+	if t == nil {
+		t = &topic{}
+		sh.topics[name] = t
+	}
+	if i := t.index(m.sub); i >= 0 {
+		t.list[i].presence = m.presence
+		return usersOf(t, m.presence), false
+	}
+	present = usersOf(t, m.presence)
+	if t.add(m) {
+		t.announce(relay.KindJoin, name, m.user)
+	}
+	return present, true
+}
+
+func usersOf(t *topic, want bool) []relay.UserID {
+	if !want {
+		return nil
+	}
+	users := make([]relay.UserID, 0, len(t.users))
+	for u := range t.users {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	return users
+}
+
+// leave removes sub from topic name, announcing its user's departure if it
+// was the user's last connection there.
+func (h *Hub) leave(name string, sub relay.Subscriber) {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.topics[name]
+	if t == nil {
+		return
+	}
+	m, found, left := t.remove(sub)
+	if found && left {
+		t.announce(relay.KindLeave, name, m.user)
+	}
+	if len(t.list) == 0 {
+		delete(sh.topics, name)
+	}
+}
+
+func (h *Hub) leaveAll(topics []string, sub relay.Subscriber) {
 	for _, t := range topics {
-		h.unsubscribe(t, sub)
+		h.leave(t, sub)
+	}
+}
+
+// goLive delivers what waited for sub on topic name while it recovered,
+// skipping publishes at or before after (the replay covered those), and
+// makes it live. A member that left meanwhile is ignored.
+func (h *Hub) goLive(name string, sub relay.Subscriber, after relay.Position) {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.topics[name]
+	if t == nil {
+		return
+	}
+	i := t.index(sub)
+	if i < 0 || t.list[i].pending == nil {
+		return
+	}
+	m := &t.list[i]
+	waiting := *m.pending
+	m.pending = nil
+	for _, msg := range waiting {
+		if msg.Kind == relay.KindPublish && msg.Epoch == after.Epoch && msg.Offset <= after.Offset {
+			continue
+		}
+		m.sub.Deliver(&relay.Delivery{Msg: msg})
 	}
 }
 
 // Subscribers returns how many local connections are subscribed to topic.
-func (h *Hub) Subscribers(topic string) int {
-	sh := h.shard(topic)
+func (h *Hub) Subscribers(name string) int {
+	sh := h.shard(name)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	if s := sh.topics[topic]; s != nil {
-		return len(s.list)
+	if t := sh.topics[name]; t != nil {
+		return len(t.list)
 	}
 	return 0
+}
+
+// Presence is one user present on a topic.
+type Presence struct {
+	User        relay.UserID `json:"user_id"`
+	Connections int          `json:"connections"`
+}
+
+// Presence returns the users with a connection subscribed to topic on this
+// node, by user id.
+func (h *Hub) Presence(name string) []Presence {
+	sh := h.shard(name)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	t := sh.topics[name]
+	if t == nil {
+		return []Presence{}
+	}
+	out := make([]Presence, 0, len(t.users))
+	for u, n := range t.users {
+		out = append(out, Presence{User: u, Connections: int(n)})
+	}
+	slices.SortFunc(out, func(a, b Presence) int {
+		if a.User < b.User {
+			return -1
+		}
+		if a.User > b.User {
+			return 1
+		}
+		return 0
+	})
+	return out
 }
 
 // set is a string set that stays a slice while small, since most clients

@@ -3,22 +3,56 @@ package relay
 import "context"
 
 // Broker carries publishes to the local fan-out of every node that runs
-// Relay. The embedded engine (memorybroker) is a single node; networked
-// brokers implement the same contract and pass the same conformance suite.
+// Relay and keeps each topic's stream: offsets, epoch and bounded history.
+// The embedded engine (memorybroker) is a single node; networked brokers
+// implement the same contract.
 type Broker interface {
-	// Publish hands m to every node's fan-out and reports what this node
-	// delivered. m must not be modified afterwards.
-	Publish(ctx context.Context, m *Message) (Receipt, error)
+	// Publish assigns m its offset and epoch (unless it is for one user),
+	// stores it in its topic's history and hands it to every node's
+	// fan-out. It reports what this node delivered. m must not be
+	// modified afterwards.
+	Publish(ctx context.Context, m *Message, opts PublishOptions) (Receipt, error)
+	HistoryReader
+}
+
+// HistoryReader reads topic streams.
+type HistoryReader interface {
+	// History returns up to limit messages of topic with offsets above
+	// since, oldest first (limit <= 0: all that are kept), and the
+	// stream's latest position. Asking creates the stream if it does not
+	// exist, so its epoch is fixed from the first time anyone looks.
+	History(ctx context.Context, topic string, since uint64, limit int) (HistoryPage, error)
+}
+
+// HistoryPage is a slice of a topic's stream.
+type HistoryPage struct {
+	Messages []*Message
+	// Latest is the stream's newest offset (0 before the first publish)
+	// and its epoch.
+	Latest Position
+	// Complete reports that Messages start right after since: nothing
+	// between since and the first message returned was trimmed away.
+	Complete bool
+}
+
+// PublishOptions tune one publish.
+type PublishOptions struct {
+	// IdempotencyKey, when set, makes a repeat of the same key within the
+	// broker's window return the first publish's receipt without
+	// publishing again.
+	IdempotencyKey string
 }
 
 // Receipt is what a publish achieved.
 type Receipt struct {
-	// Delivered counts the local connections the message was queued for.
-	Delivered int
+	Position       // zero for a message to one user
+	Delivered int  // local connections the message was queued for
+	Duplicate bool // an earlier publish with the same idempotency key answered
 }
 
 // Fanout delivers a message to the subscribers connected to this node; the
-// hub implements it and brokers call it.
+// hub implements it and brokers call it. Calls for one topic must not
+// overlap and must come in offset order.
 type Fanout interface {
 	Fanout(m *Message) int
 }

@@ -17,15 +17,41 @@ func (u UserID) String() string { return strconv.FormatUint(uint64(u), 10) }
 // another.
 type ClientID string
 
-// Message is one publish on its way to subscribers.
+// Message is one publish, or one presence event, on its way to
+// subscribers.
 type Message struct {
+	Kind  Kind
 	Topic string
-	// User restricts delivery to one user's clients when HasUser is set.
+	// User restricts delivery of a publish to one user's clients when
+	// HasUser is set; for presence events it is the user who joined or
+	// left.
 	User    UserID
 	HasUser bool
 	// Data is the payload; seed clients receive exactly these bytes as a
 	// text frame.
 	Data []byte
+	// Offset is the message's place in its topic's stream, from 1, +1 per
+	// publish, comparable only within one Epoch. A message published to
+	// one user lives outside the stream: its Offset is 0 and it is never
+	// stored in history, so other users see no gap.
+	Offset uint64
+	Epoch  string
+}
+
+// Kind says what a Message carries.
+type Kind uint8
+
+// The kinds of Message.
+const (
+	KindPublish Kind = iota
+	KindJoin         // User started being present on Topic
+	KindLeave        // User stopped being present on Topic
+)
+
+// Position is a point in a topic's stream.
+type Position struct {
+	Offset uint64 `json:"offset"`
+	Epoch  string `json:"epoch"`
 }
 
 // Format is a wire encoding of a message (one per WebSocket protocol).
@@ -34,7 +60,8 @@ type Format uint8
 // The wire formats, one per WebSocket protocol a client can speak.
 const (
 	FormatSeed Format = iota // raw text frame carrying Message.Data
-	numFormats
+	FormatV1                 // relay.v1 JSON frames
+	NumFormats
 )
 
 // Delivery is one message on its way to many subscribers. It memoises each
@@ -43,14 +70,16 @@ const (
 // frames it hands out are shared and must not be modified.
 type Delivery struct {
 	Msg    *Message
-	frames [numFormats][]byte
+	frames [NumFormats][]byte
+	done   [NumFormats]bool
 }
 
 // Frame returns the encoding of d.Msg in format f, calling encode the first
-// time it is asked for.
+// time it is asked for. Nil means the format has no frame for this message
+// (the seed protocol has none for presence events).
 func (d *Delivery) Frame(f Format, encode func(*Message) []byte) []byte {
-	if d.frames[f] == nil {
-		d.frames[f] = encode(d.Msg)
+	if !d.done[f] {
+		d.frames[f], d.done[f] = encode(d.Msg), true
 	}
 	return d.frames[f]
 }

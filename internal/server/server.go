@@ -26,9 +26,10 @@ import (
 // Config configures a node. The zero value serves the seed API with
 // defaults everywhere.
 type Config struct {
-	Hub hub.Config
-	WS  ws.Config
-	API api.Config
+	Hub    hub.Config
+	WS     ws.Config
+	API    api.Config
+	Memory memorybroker.Config
 	// Metrics serves /metrics on the main listener.
 	Metrics bool
 	// ShutdownTimeout bounds a graceful stop: in-flight requests finish and
@@ -50,7 +51,7 @@ type Server struct {
 	Hub     *hub.Hub
 	WS      *ws.Server
 	API     *api.API
-	Broker  relay.Broker
+	Broker  *memorybroker.Broker
 	metrics http.Handler
 }
 
@@ -71,9 +72,11 @@ func New(cfg Config, log *slog.Logger) *Server {
 
 	s := &Server{cfg: cfg, log: log}
 	s.Hub = hub.New(cfg.Hub, log.With("component", "hub"))
-	s.Broker = memorybroker.New(s.Hub)
+	s.Broker = memorybroker.New(cfg.Memory, s.Hub)
 	var a *api.API
 	wsCfg := cfg.WS
+	wsCfg.Subprotocols = map[string]relay.Format{api.ProtocolV1: relay.FormatV1}
+	wsCfg.Encoders[relay.FormatV1] = api.EncodeV1
 	if wsCfg.CheckOrigin == nil {
 		wsCfg.CheckOrigin = func(r *http.Request) bool { return a.CheckOrigin(r) }
 	}
@@ -119,6 +122,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { return s.Hub.Run(ctx) })
+	g.Go(func() error { return s.Broker.Run(ctx) })
 	g.Go(func() error { return s.WS.Run(ctx, s.cfg.ShutdownTimeout) })
 	if s.cfg.AdminAddr != "" {
 		admin, err := s.admin(ctx)

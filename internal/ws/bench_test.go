@@ -33,7 +33,7 @@ func BenchmarkDeliver(b *testing.B) {
 		a, z := net.Pipe()
 		defer a.Close()
 		defer z.Close()
-		conns[i] = &Conn{srv: s, nc: a, w: s.writers[0], encode: encodeSeed}
+		conns[i] = &Conn{srv: s, nc: a, w: s.writers[0], encode: EncodeSeed}
 	}
 	m := &relay.Message{Topic: "t", Data: make([]byte, 100)}
 	b.ReportAllocs()
@@ -109,7 +109,7 @@ func BenchmarkConsume(b *testing.B) {
 	a, z := net.Pipe()
 	defer a.Close()
 	defer z.Close()
-	c := &Conn{srv: s, nc: a, w: s.writers[0], encode: encodeSeed}
+	c := &Conn{srv: s, nc: a, w: s.writers[0], encode: EncodeSeed}
 	c.h = &recorder{closed: make(chan struct{})}
 	frame := clientFrame(true, opText, []byte(`{"topics":["cats","dogs"]}`), [4]byte{1, 2, 3, 4})
 	buf := make([]byte, len(frame))

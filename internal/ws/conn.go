@@ -85,7 +85,8 @@ func (c *Conn) Start(h Handler) {
 // Deliver queues the message in d, encoded once per format for all
 // subscribers. It implements relay.Subscriber.
 func (c *Conn) Deliver(d *relay.Delivery) bool {
-	return c.enqueue(d.Frame(c.format, c.encode))
+	f := d.Frame(c.format, c.encode)
+	return f != nil && c.enqueue(f)
 }
 
 // SendText queues a text message for this connection only.

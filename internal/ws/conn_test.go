@@ -67,7 +67,7 @@ func startHarness(t *testing.T, cfg Config, echo, goroutines bool) *harness {
 	h := &harness{srv: New(cfg), conns: make(chan *Conn, 100), recs: make(chan *recorder, 100)}
 	h.srv.noPoller = goroutines
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := h.srv.Upgrade(w, r, relay.FormatSeed)
+		c, err := h.srv.Upgrade(w, r)
 		if err != nil {
 			return
 		}

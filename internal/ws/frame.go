@@ -55,7 +55,14 @@ func EncodeText(payload []byte) []byte {
 	return appendFrame(make([]byte, 0, frameSize(len(payload))), opText, payload)
 }
 
-func encodeSeed(m *relay.Message) []byte { return EncodeText(m.Data) }
+// EncodeSeed is the seed protocol's frame: a text frame whose payload is
+// exactly the published message. Presence events have no seed frame.
+func EncodeSeed(m *relay.Message) []byte {
+	if m.Kind != relay.KindPublish {
+		return nil
+	}
+	return EncodeText(m.Data)
+}
 
 // closeFrame builds a close frame with code and a reason cut to fit the
 // 125-byte control payload on a UTF-8 boundary.

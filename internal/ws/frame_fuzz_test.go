@@ -16,7 +16,7 @@ func parseAll(data []byte, chunks []int) (msgs []string, queued [][]byte) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	c := &Conn{srv: s, nc: a, w: s.writers[0], encode: encodeSeed}
+	c := &Conn{srv: s, nc: a, w: s.writers[0], encode: EncodeSeed}
 	rec := &recorder{closed: make(chan struct{})}
 	c.h = rec
 	data = bytes.Clone(data) // the parser unmasks in place

@@ -16,7 +16,7 @@ func TestQueueBound(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	c := &Conn{srv: s, nc: a, w: s.writers[0], encode: encodeSeed}
+	c := &Conn{srv: s, nc: a, w: s.writers[0], encode: EncodeSeed}
 	frame := make([]byte, 100)
 	for i := range 10 {
 		if !c.enqueue(frame) {

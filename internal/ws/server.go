@@ -14,9 +14,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -55,9 +57,13 @@ type Config struct {
 	// CheckOrigin decides whether to accept an upgrade from r's Origin;
 	// nil accepts any origin.
 	CheckOrigin func(r *http.Request) bool
-	// Subprotocols are the Sec-WebSocket-Protocol values the server speaks,
-	// in order of preference.
-	Subprotocols []string
+	// Subprotocols maps the Sec-WebSocket-Protocol values the server
+	// speaks to the wire format of their connections; a client that asks
+	// for none gets relay.FormatSeed.
+	Subprotocols map[string]relay.Format
+	// Encoders build a message's whole frame in each format; nil entries
+	// fall back to EncodeSeed. An encoder may return nil: no frame.
+	Encoders [relay.NumFormats]func(*relay.Message) []byte
 	// Error answers a failed handshake; nil writes {"error": "..."}.
 	Error func(w http.ResponseWriter, r *http.Request, status int, reason error)
 }
@@ -97,6 +103,11 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Error == nil {
 		c.Error = upgradeError
+	}
+	for f := range c.Encoders {
+		if c.Encoders[f] == nil {
+			c.Encoders[f] = EncodeSeed
+		}
 	}
 	return c
 }
@@ -151,7 +162,7 @@ func New(cfg Config) *Server {
 		// buffers net/http already has: the handshake allocates nothing
 		// that outlives it. Only the handshake is gorilla's; framing is ours.
 		WriteBufferPool: &sync.Pool{},
-		Subprotocols:    cfg.Subprotocols,
+		Subprotocols:    slices.Sorted(maps.Keys(cfg.Subprotocols)),
 		CheckOrigin:     cfg.CheckOrigin,
 		Error:           cfg.Error,
 	}
@@ -182,7 +193,7 @@ var ErrShuttingDown = fmt.Errorf("server is shutting down: %w", relay.ErrUnavail
 // Upgrade completes the WebSocket handshake on r and returns the
 // connection, which is not yet reading: call Start. On failure the client
 // has already been answered.
-func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, format relay.Format) (*Conn, error) {
+func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
@@ -196,7 +207,8 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, format relay.Fo
 	}
 	nc := wc.NetConn()
 	nc.SetDeadline(time.Time{}) // net/http's request deadlines must not outlive the upgrade
-	c := s.adopt(nc, format, wc.Subprotocol())
+	proto := wc.Subprotocol()
+	c := s.adopt(nc, s.cfg.Subprotocols[proto], proto)
 	if c == nil {
 		return nil, ErrShuttingDown
 	}
@@ -213,7 +225,7 @@ func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
 		w:      s.writers[n%uint32(len(s.writers))],
 		bucket: n % s.buckets,
 		format: format,
-		encode: encoders[format],
+		encode: s.cfg.Encoders[format],
 		proto:  proto,
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -240,11 +252,6 @@ func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
 	s.stats.Connections.Add(1)
 	s.stats.Accepted.Add(1)
 	return c
-}
-
-// encoders builds each wire format's frame for a message.
-var encoders = [...]func(*relay.Message) []byte{
-	relay.FormatSeed: encodeSeed,
 }
 
 func (s *Server) remove(c *Conn) {

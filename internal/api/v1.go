@@ -1,0 +1,256 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/relay"
+	"github.com/relayhq/relay/internal/ws"
+)
+
+// ProtocolV1 is the Sec-WebSocket-Protocol value of the relay.v1 protocol.
+const ProtocolV1 = "relay.v1"
+
+// maxPresenceUsers bounds the users listed in a subscribed frame.
+const maxPresenceUsers = 1000
+
+// EncodeV1 is relay.v1's frame for a message or presence event, built once
+// per publish and shared by every relay.v1 subscriber.
+func EncodeV1(m *relay.Message) []byte {
+	b := make([]byte, 0, 64+len(m.Topic)+len(m.Epoch)+len(m.Data)+len(m.Data)/8)
+	switch m.Kind {
+	case relay.KindJoin, relay.KindLeave:
+		b = append(b, `{"type":"`...)
+		if m.Kind == relay.KindJoin {
+			b = append(b, "join"...)
+		} else {
+			b = append(b, "leave"...)
+		}
+		b = append(b, `","topic":`...)
+		b = appendString(b, m.Topic)
+		b = append(b, `,"user_id":`...)
+		b = strconv.AppendUint(b, uint64(m.User), 10)
+	default:
+		b = append(b, `{"type":"message","topic":`...)
+		b = appendString(b, m.Topic)
+		if m.Offset > 0 { // messages to one user are outside the stream
+			b = append(b, `,"offset":`...)
+			b = strconv.AppendUint(b, m.Offset, 10)
+			b = append(b, `,"epoch":`...)
+			b = appendString(b, m.Epoch)
+		}
+		b = append(b, `,"message":`...)
+		b = appendString(b, m.Data)
+	}
+	return ws.EncodeText(append(b, '}'))
+}
+
+// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
+// as encoding/json does.
+func appendString[S ~string | ~[]byte](b []byte, s S) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// v1Command is a relay.v1 command from a client.
+type v1Command struct {
+	Type     string                    `json:"type"`
+	ID       json.RawMessage           `json:"id,omitempty"`
+	Topics   []string                  `json:"topics"`
+	Since    map[string]relay.Position `json:"since"`
+	Presence bool                      `json:"presence"`
+}
+
+// v1Session speaks relay.v1 on one socket. Its methods run on the socket's
+// reader, one command at a time.
+type v1Session struct {
+	api    *API
+	client *hub.Client // nil when the attach failed
+}
+
+func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
+	if s.client == nil {
+		return
+	}
+	var cmd v1Command
+	if err := json.Unmarshal(msg, &cmd); err != nil {
+		s.reply(c, errorFrame(nil, "bad_request", "command is not a JSON object with valid fields: "+err.Error()))
+		return
+	}
+	var err error
+	switch cmd.Type {
+	case "subscribe":
+		err = s.subscribe(c, cmd)
+	case "unsubscribe":
+		if err = s.api.hub.Unsubscribe(s.client, c, cmd.Topics); err == nil {
+			s.reply(c, v1Reply{Type: "unsubscribed", ID: cmd.ID, Topics: nonNil(cmd.Topics)})
+		}
+	case "ping":
+		s.reply(c, v1Reply{Type: "pong", ID: cmd.ID})
+	case "":
+		if cmd.Topics == nil {
+			err = fmt.Errorf(`command has no "type": use subscribe, unsubscribe or ping: %w`, relay.ErrInvalid)
+			break
+		}
+		err = s.replace(c, cmd)
+	default:
+		err = fmt.Errorf("unknown command type %q: use subscribe, unsubscribe or ping: %w", cmd.Type, relay.ErrInvalid)
+	}
+	if err != nil {
+		s.reply(c, errorFrame(cmd.ID, v1Code(err), trimSentinel(err)))
+	}
+}
+
+func (s *v1Session) HandleClose(c *ws.Conn) {
+	if s.client != nil {
+		s.api.hub.Detach(s.client, c)
+	}
+}
+
+// subscribe adds topics, recovering those in since, and answers each topic
+// with a subscribed frame before its replay.
+func (s *v1Session) subscribe(c *ws.Conn, cmd v1Command) error {
+	if len(cmd.Topics) == 0 {
+		return fmt.Errorf(`subscribe needs "topics": a non-empty array of topic names: %w`, relay.ErrInvalid)
+	}
+	for t := range cmd.Since {
+		if !contains(cmd.Topics, t) {
+			return fmt.Errorf("since names topic %q, which is not in topics: %w", t, relay.ErrInvalid)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.api.hub.Subscribe(ctx, s.client, c, cmd.Topics, hub.SubscribeOptions{
+		Presence: cmd.Presence,
+		Since:    cmd.Since,
+		History:  s.api.broker,
+		Ready: func(topic string, r hub.Subscribed) {
+			rep := v1Reply{Type: "subscribed", ID: cmd.ID, Topic: topic, Offset: &r.Position.Offset, Epoch: &r.Position.Epoch, Recovered: &r.Recovered}
+			if cmd.Presence {
+				users := r.Users
+				if users == nil {
+					users = []relay.UserID{}
+				}
+				if len(users) > maxPresenceUsers {
+					users, rep.UsersTruncated = users[:maxPresenceUsers], true
+				}
+				rep.Users = &users
+			}
+			s.reply(c, rep)
+		},
+	})
+}
+
+// replace is the seed command {"topics": [...]} in relay.v1: the set is
+// replaced, and every topic in it is answered with a subscribed frame.
+func (s *v1Session) replace(c *ws.Conn, cmd v1Command) error {
+	keep := newStringSet(cmd.Topics)
+	var drop []string
+	for _, t := range s.client.Topics() {
+		if !keep[t] {
+			drop = append(drop, t)
+		}
+	}
+	if err := s.api.hub.Unsubscribe(s.client, c, drop); err != nil {
+		return err
+	}
+	if len(cmd.Topics) == 0 {
+		return nil
+	}
+	cmd.Since = nil
+	return s.subscribe(c, cmd)
+}
+
+func (s *v1Session) reply(c *ws.Conn, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.api.log.Error("encoding a relay.v1 reply", "err", err)
+		return
+	}
+	c.SendText(b)
+}
+
+// v1Reply is every server frame except messages and presence events.
+type v1Reply struct {
+	Type           string          `json:"type"`
+	ID             json.RawMessage `json:"id,omitempty"`
+	Topic          string          `json:"topic,omitempty"`
+	Topics         []string        `json:"topics,omitempty"`
+	Offset         *uint64         `json:"offset,omitempty"`
+	Epoch          *string         `json:"epoch,omitempty"`
+	Recovered      *bool           `json:"recovered,omitempty"`
+	Users          *[]relay.UserID `json:"users,omitempty"`
+	UsersTruncated bool            `json:"users_truncated,omitempty"`
+	Code           string          `json:"code,omitempty"`
+	Message        string          `json:"message,omitempty"`
+}
+
+func errorFrame(id json.RawMessage, code, msg string) v1Reply {
+	return v1Reply{Type: "error", ID: id, Code: code, Message: msg}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func newStringSet(list []string) map[string]bool {
+	m := make(map[string]bool, len(list))
+	for _, x := range list {
+		m[x] = true
+	}
+	return m
+}
