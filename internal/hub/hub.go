@@ -364,7 +364,8 @@ type Subscribed struct {
 	// then live) exactly the messages after it.
 	Position relay.Position
 	// Recovered reports that a position was asked for (Since), it is in
-	// the same epoch, and every message after it was still in history.
+	// the same epoch, and every message after it was still in history (or
+	// the socket was subscribed already, so nothing was missed).
 	Recovered bool
 	// Replay holds those messages; the hub delivers them after Ready.
 	Replay []*relay.Message
@@ -433,6 +434,8 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 				h.log.Warn("reading history failed; subscribing without recovery", "topic", j.name, "err", err)
 			}
 			r.Position = page.Latest
+			// Already subscribed: delivery never stopped, nothing is missing.
+			r.Recovered = want && !j.added
 			if want && j.added && err == nil && page.Complete && page.Latest.Epoch == since.Epoch {
 				r.Recovered = true
 				r.Replay = page.Messages

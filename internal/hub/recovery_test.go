@@ -1,0 +1,130 @@
+package hub_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/memorybroker"
+	"github.com/relayhq/relay/internal/relay"
+)
+
+// recorder is a Subscriber that keeps the offsets it is given.
+type recorder struct {
+	mu      sync.Mutex
+	offsets []uint64
+	events  []string
+}
+
+func (r *recorder) Deliver(d *relay.Delivery) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch d.Msg.Kind {
+	case relay.KindPublish:
+		r.offsets = append(r.offsets, d.Msg.Offset)
+	case relay.KindJoin:
+		r.events = append(r.events, fmt.Sprintf("join %d", d.Msg.User))
+	case relay.KindLeave:
+		r.events = append(r.events, fmt.Sprintf("leave %d", d.Msg.User))
+	}
+	return true
+}
+func (r *recorder) Close(relay.CloseReason) {}
+
+// racingHistory publishes while the hub reads history: the messages land
+// between the subscriber's registration and the history read, so they
+// reach it both live (held back while it recovers) and in the history
+// page. Each must be delivered exactly once, in order.
+type racingHistory struct {
+	b     *memorybroker.Broker
+	topic string
+	extra int
+}
+
+func (r racingHistory) History(ctx context.Context, topic string, since uint64, limit int) (relay.HistoryPage, error) {
+	for i := range r.extra {
+		r.b.Publish(ctx, &relay.Message{Topic: r.topic, Data: []byte(fmt.Sprint(i))}, relay.PublishOptions{})
+	}
+	return r.b.History(ctx, topic, since, limit)
+}
+
+func TestRecoveryDeliversOverlapOnce(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		since     uint64
+		before    int // published before the subscribe
+		recovered bool
+	}{
+		{"recover from 3", 3, 10, true},
+		{"recover from the latest", 10, 10, true},
+		{"no since", 0, 10, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := hub.New(hub.Config{}, nil)
+			b := memorybroker.New(memorybroker.Config{}, h)
+			ctx := context.Background()
+			for i := range tt.before {
+				b.Publish(ctx, &relay.Message{Topic: "t", Data: []byte(fmt.Sprint(i))}, relay.PublishOptions{})
+			}
+			page, _ := b.History(ctx, "t", 0, 0)
+			id, _ := h.Register(1)
+			rec := &recorder{}
+			c, _ := h.Attach(id, rec, false)
+			opts := hub.SubscribeOptions{History: racingHistory{b, "t", 5}}
+			if tt.recovered {
+				opts.Since = map[string]relay.Position{"t": {Offset: tt.since, Epoch: page.Latest.Epoch}}
+			}
+			var got hub.Subscribed
+			opts.Ready = func(_ string, r hub.Subscribed) { got = r }
+			if err := h.Subscribe(ctx, c, rec, []string{"t"}, opts); err != nil {
+				t.Fatal(err)
+			}
+			b.Publish(ctx, &relay.Message{Topic: "t", Data: []byte("live")}, relay.PublishOptions{})
+			last := uint64(tt.before + 5 + 1)
+			first := got.Position.Offset + 1
+			if tt.recovered {
+				first = tt.since + 1
+			}
+			if got.Recovered != tt.recovered || got.Position.Offset != uint64(tt.before+5) {
+				t.Fatalf("Subscribed = %+v, want recovered %v at %d", got, tt.recovered, tt.before+5)
+			}
+			var want []uint64
+			for o := first; o <= last; o++ {
+				want = append(want, o)
+			}
+			if fmt.Sprint(rec.offsets) != fmt.Sprint(want) {
+				t.Fatalf("offsets delivered %v, want %v", rec.offsets, want)
+			}
+		})
+	}
+}
+
+func TestPresenceEventsWaitForRecovery(t *testing.T) {
+	h := hub.New(hub.Config{}, nil)
+	b := memorybroker.New(memorybroker.Config{}, h)
+	ctx := context.Background()
+	watcherID, _ := h.Register(100)
+	w := &recorder{}
+	wc, _ := h.Attach(watcherID, w, false)
+	if err := h.Subscribe(ctx, wc, w, []string{"room"}, hub.SubscribeOptions{Presence: true, History: b}); err != nil {
+		t.Fatal(err)
+	}
+	aID, _ := h.Register(7)
+	a := &recorder{}
+	ac, _ := h.Attach(aID, a, false)
+	h.Subscribe(ctx, ac, a, []string{"room"}, hub.SubscribeOptions{History: b})
+	bID, _ := h.Register(7)
+	bs := &recorder{}
+	bc, _ := h.Attach(bID, bs, false)
+	h.Subscribe(ctx, bc, bs, []string{"room"}, hub.SubscribeOptions{History: b})
+	h.Detach(ac, a)
+	h.Unsubscribe(bc, bs, []string{"room"})
+	if got := fmt.Sprint(w.events); got != "[join 100 join 7 leave 7]" {
+		t.Fatalf("watcher's events = %s, want its own join, then one join and one leave for user 7", got)
+	}
+	if p := h.Presence("room"); len(p) != 1 || p[0].User != 100 {
+		t.Fatalf("presence = %+v", p)
+	}
+}
