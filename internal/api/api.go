@@ -300,4 +300,3 @@ func (a *API) unregister(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 }
-
