@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relayhq/relay/internal/memorybroker"
 	"github.com/relayhq/relay/internal/server"
 )
 
@@ -36,6 +37,8 @@ type serveConfig struct {
 	RegistrationTTL  time.Duration
 	ReconnectGrace   time.Duration
 	ShutdownTimeout  time.Duration
+	History          historyRules
+	IdempotencyTTL   time.Duration
 	Metrics          bool
 	AdminAddr        string
 	PrintConfig      bool
@@ -68,6 +71,8 @@ func options(c *serveConfig) []option {
 		{"registration-ttl", "RELAY_REGISTRATION_TTL", "10m", "forget a registration that never connects after this long", (*durValue)(&c.RegistrationTTL)},
 		{"reconnect-grace", "RELAY_RECONNECT_GRACE", "30s", "keep a registration this long after its socket closes so the same URL can reconnect; 0 forgets it at once", (*durValue)(&c.ReconnectGrace)},
 		{"shutdown-timeout", "RELAY_SHUTDOWN_TIMEOUT", "10s", "on SIGINT/SIGTERM, time allowed to finish requests and close sockets", (*durValue)(&c.ShutdownTimeout)},
+		{"history", "RELAY_HISTORY", "100/5m/1MiB", "history kept per topic, as size/ttl[/bytes]; add prefix=size/ttl[/bytes] entries, comma-separated, for topics starting with prefix (longest wins), e.g. 100/5m,chat.=1000/1h,tmp.=0", &c.History},
+		{"idempotency-window", "RELAY_IDEMPOTENCY_WINDOW", "2m", "how long a publish's idempotency_key is remembered", (*durValue)(&c.IdempotencyTTL)},
 		{"metrics", "RELAY_METRICS", "true", "serve Prometheus metrics at /metrics on the main listener", (*boolValue)(&c.Metrics)},
 		{"admin-addr", "RELAY_ADMIN_ADDR", "", "listen address for pprof and /metrics (keep it private); empty: off", (*strValue)(&c.AdminAddr)},
 	}
@@ -145,6 +150,7 @@ func (c *serveConfig) validate() []error {
 		{"-write-timeout / RELAY_WRITE_TIMEOUT", int64(c.WriteTimeout)},
 		{"-registration-ttl / RELAY_REGISTRATION_TTL", int64(c.RegistrationTTL)},
 		{"-shutdown-timeout / RELAY_SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout)},
+		{"-idempotency-window / RELAY_IDEMPOTENCY_WINDOW", int64(c.IdempotencyTTL)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -214,6 +220,8 @@ func (c *serveConfig) serverConfig() server.Config {
 			sc.API.AllowedOrigins = append(sc.API.AllowedOrigins, o)
 		}
 	}
+	sc.Memory.History = c.History
+	sc.Memory.IdempotencyWindow = c.IdempotencyTTL
 	sc.Metrics = c.Metrics
 	sc.AdminAddr = c.AdminAddr
 	sc.ShutdownTimeout = c.ShutdownTimeout
@@ -316,4 +324,64 @@ func (v byteSize) String() string {
 		return strconv.FormatInt(n>>10, 10) + "KiB"
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// historyRules is the -history setting: size/ttl[/bytes] for every topic,
+// and prefix=size/ttl[/bytes] for topics starting with prefix.
+type historyRules []memorybroker.HistoryRule
+
+func (v *historyRules) Set(s string) error {
+	var rules []memorybroker.HistoryRule
+	seen := map[string]bool{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		prefix, spec, found := strings.Cut(item, "=")
+		if !found {
+			prefix, spec = "", item
+		}
+		if seen[prefix] {
+			return fmt.Errorf("prefix %q given twice", prefix)
+		}
+		seen[prefix] = true
+		r := memorybroker.HistoryRule{Prefix: prefix, TTL: time.Minute, Bytes: 1 << 20}
+		parts := strings.Split(spec, "/")
+		n, err := strconv.Atoi(parts[0])
+		if err != nil || n < 0 || len(parts) > 3 {
+			return fmt.Errorf("%q: want size/ttl[/bytes], e.g. 100/5m/1MiB", item)
+		}
+		r.Size = n
+		if len(parts) > 1 {
+			if r.TTL, err = time.ParseDuration(parts[1]); err != nil || r.TTL <= 0 {
+				return fmt.Errorf("%q: ttl must be a positive duration", item)
+			}
+		}
+		if len(parts) > 2 {
+			var b byteSize
+			if err := b.Set(parts[2]); err != nil || b <= 0 {
+				return fmt.Errorf("%q: bytes must be a positive size", item)
+			}
+			r.Bytes = int(b)
+		}
+		rules = append(rules, r)
+	}
+	if !seen[""] {
+		return fmt.Errorf("no default: start with size/ttl for all topics, e.g. 100/5m")
+	}
+	*v = rules
+	return nil
+}
+
+func (v *historyRules) String() string {
+	parts := make([]string, 0, len(*v))
+	for _, r := range *v {
+		p := fmt.Sprintf("%d/%s/%s", r.Size, r.TTL, byteSize(r.Bytes))
+		if r.Prefix != "" {
+			p = r.Prefix + "=" + p
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ",")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{[]string{"-max-topics", "0"}, nil, "-max-topics / RELAY_MAX_TOPICS must be greater than zero"},
 		{[]string{"-reconnect-grace", "-1s"}, nil, "RELAY_RECONNECT_GRACE must not be negative"},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
+		{[]string{"-history", "chat.=10/1m"}, nil, "no default"},
+		{[]string{"-history", "10/soon"}, nil, "ttl must be a positive duration"},
+		{[]string{"-history", "10/1m,a=1/1m,a=2/1m"}, nil, `prefix "a" given twice`},
 	}
 	for _, tt := range tests {
 		_, err := parseServe(tt.args, env(tt.env), &bytes.Buffer{})
@@ -86,5 +90,20 @@ func TestPrintConfig(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("print-config lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestHistoryRules(t *testing.T) {
+	c, err := parseServe([]string{"-history", "50/2m, chat.=1000/1h/4MiB, tmp.=0"}, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.serverConfig().Memory.History
+	want := "[{ 50 2m0s 1048576} {chat. 1000 1h0m0s 4194304} {tmp. 0 1m0s 1048576}]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("rules = %v, want %s", got, want)
+	}
+	if s := c.History.String(); s != "50/2m0s/1MiB,chat.=1000/1h0m0s/4MiB,tmp.=0/1m0s/1MiB" {
+		t.Fatalf("String() = %s", s)
 	}
 }

@@ -113,3 +113,58 @@ func FuzzDecodeTopics(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodeV1 checks the hand-written JSON of relay.v1 message frames
+// against encoding/json: whatever the topic and payload bytes, the frame
+// is valid JSON and carries the same strings encoding/json would.
+func FuzzEncodeV1(f *testing.F) {
+	f.Add("news", []byte(`{"a":"b\n"}`), uint64(7))
+	f.Add("t\x01\"", []byte("\xff\xfe \u2028"), uint64(0))
+	f.Fuzz(func(t *testing.T, topic string, data []byte, offset uint64) {
+		frame := EncodeV1(&relay.Message{Topic: topic, Data: data, Offset: offset, Epoch: "e"})
+		payload := frame[2:]
+		switch frame[1] {
+		case 126:
+			payload = frame[4:]
+		case 127:
+			payload = frame[10:]
+		}
+		var got struct {
+			Type    string  `json:"type"`
+			Topic   string  `json:"topic"`
+			Offset  *uint64 `json:"offset"`
+			Message string  `json:"message"`
+		}
+		if err := json.Unmarshal(payload, &got); err != nil {
+			t.Fatalf("frame %q is not JSON: %v", payload, err)
+		}
+		var wantTopic, wantMsg string
+		b, _ := json.Marshal(topic)
+		json.Unmarshal(b, &wantTopic)
+		b, _ = json.Marshal(string(data))
+		json.Unmarshal(b, &wantMsg)
+		if got.Topic != wantTopic || got.Message != wantMsg || got.Type != "message" || (offset > 0) != (got.Offset != nil) {
+			t.Fatalf("decoded %+v, want topic %q message %q", got, wantTopic, wantMsg)
+		}
+	})
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add([]byte(`{"events":[{"topic":"t","message":"m"}]}`))
+	f.Add([]byte(`[{"topic":"t","message":"m"},{"topic":""}]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		events, err := decodeBatch(body)
+		if err != nil {
+			checkRefusal(t, err)
+			return
+		}
+		if len(events) == 0 || len(events) > maxBatch {
+			t.Fatalf("accepted a batch of %d events", len(events))
+		}
+		for _, ev := range events {
+			if !json.Valid(ev) {
+				t.Fatalf("event %q is not JSON", ev)
+			}
+		}
+	})
+}
