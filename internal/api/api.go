@@ -5,20 +5,25 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/relayhq/relay/internal/auth"
 	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/ratelimit"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
 )
@@ -38,6 +43,15 @@ type Config struct {
 	AllowedOrigins []string
 	// Metrics, when set, is served at GET /metrics.
 	Metrics http.Handler
+	// MetricsNeedKey makes /metrics take the API key like server-side
+	// calls do.
+	MetricsNeedKey bool
+	// Auth checks API keys and connect tokens; nil is the open mode, with
+	// neither.
+	Auth *auth.Auth
+	// RegisterLimit and ConnectLimit rate-limit POST /register and
+	// WebSocket upgrades per client address; nil: no limit.
+	RegisterLimit, ConnectLimit *ratelimit.Limiter
 }
 
 // Defaults for the zero Config.
@@ -73,17 +87,25 @@ func New(cfg Config, h *hub.Hub, b relay.Broker, wss *ws.Server, log *slog.Logge
 	}
 	a := &API{cfg: cfg, hub: h, broker: b, ws: wss, log: log}
 	a.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
+	if a.cfg.Auth == nil {
+		a.cfg.Auth, _ = auth.New(auth.Config{}) // the open mode cannot fail
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/health", a.methods(http.MethodGet, a.health))
-	mux.Handle("/register", a.methods(http.MethodPost, a.register))
-	mux.Handle("/register/{id}", a.methods(http.MethodDelete, a.unregister))
-	mux.Handle("/publish", a.methods(http.MethodPost, a.publish))
-	mux.Handle("/publish/batch", a.methods(http.MethodPost, a.publishBatch))
-	mux.Handle("/history/{topic}", a.methods(http.MethodGet, a.history))
-	mux.Handle("/presence/{topic}", a.methods(http.MethodGet, a.presence))
-	mux.Handle("/ws/{id}", a.methods(http.MethodGet, a.socket))
+	mux.Handle("/register", a.methods(http.MethodPost, a.keyed(a.limited(cfg.RegisterLimit, "register", a.register))))
+	mux.Handle("/register/{id}", a.methods(http.MethodDelete, a.keyed(a.unregister)))
+	mux.Handle("/publish", a.methods(http.MethodPost, a.keyed(a.publish)))
+	mux.Handle("/publish/batch", a.methods(http.MethodPost, a.keyed(a.publishBatch)))
+	mux.Handle("/history/{topic}", a.methods(http.MethodGet, a.keyed(a.history)))
+	mux.Handle("/presence/{topic}", a.methods(http.MethodGet, a.keyed(a.presence)))
+	mux.Handle("/ws/{id}", a.methods(http.MethodGet, a.limited(cfg.ConnectLimit, "connect", a.socket)))
+	mux.Handle("/ws", a.methods(http.MethodGet, a.limited(cfg.ConnectLimit, "connect", a.tokenSocket)))
 	if cfg.Metrics != nil {
-		mux.Handle("/metrics", a.methods(http.MethodGet, cfg.Metrics.ServeHTTP))
+		h := cfg.Metrics.ServeHTTP
+		if cfg.MetricsNeedKey {
+			h = a.keyed(h)
+		}
+		mux.Handle("/metrics", a.methods(http.MethodGet, h))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.failStatus(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
@@ -97,6 +119,49 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.Serv
 
 // Stats returns the API's counters.
 func (a *API) Stats() *Stats { return &a.stats }
+
+// keyed makes h take the API key, when keys are configured.
+func (a *API) keyed(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := a.cfg.Auth.CheckKey(r.Header.Get("Authorization")); err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="relay"`)
+			a.fail(w, err)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// limited rate-limits h per client address with l (nil: no limit).
+func (a *API) limited(l *ratelimit.Limiter, what string, h http.HandlerFunc) http.HandlerFunc {
+	if l == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && !l.Allow(ap.Addr(), time.Now()) {
+			a.stats.limited(what)
+			w.Header().Set("Retry-After", "1")
+			a.failStatus(w, http.StatusTooManyRequests, "too many "+what+" requests from your address; slow down and retry")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// Run sweeps the rate limiters until ctx is done.
+func (a *API) Run(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			a.cfg.RegisterLimit.Sweep(now)
+			a.cfg.ConnectLimit.Sweep(now)
+		}
+	}
+}
 
 // Drain makes /health answer 503 so load balancers stop sending traffic
 // while the server shuts down.

@@ -47,9 +47,26 @@ func status(err error) int {
 	return http.StatusInternalServerError
 }
 
-// Stats count the requests the API refused, by status.
+// Stats count the requests the API refused, by status, and those refused
+// by a rate limit, by what was limited.
 type Stats struct {
-	rejected [600]atomic.Uint64
+	rejected        [600]atomic.Uint64
+	limitedRegister atomic.Uint64
+	limitedConnect  atomic.Uint64
+}
+
+func (s *Stats) limited(what string) {
+	if what == "register" {
+		s.limitedRegister.Add(1)
+	} else {
+		s.limitedConnect.Add(1)
+	}
+}
+
+// Limited returns how many register and connect requests were refused by
+// the per-address rate limits.
+func (s *Stats) Limited() (register, connect uint64) {
+	return s.limitedRegister.Load(), s.limitedConnect.Load()
 }
 
 // Rejected calls f with every status that was answered at least once and

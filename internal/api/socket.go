@@ -24,6 +24,33 @@ func (a *API) socket(w http.ResponseWriter, r *http.Request) {
 	a.start(c, func(keepTopics bool) (*hub.Client, error) { return a.hub.Attach(id, c, keepTopics) })
 }
 
+// tokenSocket upgrades GET /ws?token=<JWT>: a socket that authenticates
+// with a signed connect token instead of a registration. The token is
+// checked before the upgrade; a refused one gets 401 and no socket.
+func (a *API) tokenSocket(w http.ResponseWriter, r *http.Request) {
+	tok := r.URL.Query().Get("token")
+	if tok == "" {
+		a.failStatus(w, http.StatusUnauthorized, "connect with /ws?token=<JWT>, or to a registration's /ws/{id}")
+		return
+	}
+	claims, err := a.cfg.Auth.Verify(tok)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	c, err := a.ws.Upgrade(w, r)
+	if err != nil {
+		return // answered by the upgrader
+	}
+	var allowed hub.TopicFilter
+	if claims.Topics != nil {
+		allowed = claims.Topics
+	}
+	a.start(c, func(keepTopics bool) (*hub.Client, error) {
+		return a.hub.Connect(claims.User, c, allowed, keepTopics)
+	})
+}
+
 // start binds an upgraded socket to its registration with attach and
 // starts reading it with the session of its protocol.
 func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error)) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -45,24 +46,32 @@ func TestStalledSubscriberAmongMany(t *testing.T) {
 	}
 	pad := strings.Repeat("p", 1000)
 	var wg sync.WaitGroup
-	got := make([]int, readers)
+	got := make([]atomic.Int64, readers)
 	for i, c := range conns {
 		wg.Go(func() {
-			for got[i] < msgs {
+			for n := int64(0); n < msgs; n++ {
 				m, err := c.Receive(ctx)
 				if err != nil {
-					t.Errorf("reader %d: %v after %d", i, err, got[i])
+					t.Errorf("reader %d: %v after %d", i, err, n)
 					return
 				}
-				if want := fmt.Sprintf("%d:", got[i]); !strings.HasPrefix(m, want) {
+				if want := fmt.Sprintf("%d:", n); !strings.HasPrefix(m, want) {
 					t.Errorf("reader %d got %.10q, want message %s", i, m, want)
 					return
 				}
-				got[i]++
+				got[i].Store(n + 1)
 			}
 		})
 	}
 	for j := range msgs {
+		// Readers may lag by 16 messages (16 KiB, a quarter of their
+		// queue), however slow the machine: only the stalled client must
+		// overflow.
+		for i := range got {
+			for got[i].Load() < int64(j-16) && !t.Failed() {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
 		res, err := in.Client.Publish(ctx, client.Publish{Topic: "cats", Message: fmt.Sprintf("%d:%s", j, pad)})
 		if err != nil {
 			t.Fatal(err)
@@ -72,8 +81,8 @@ func TestStalledSubscriberAmongMany(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	for i, n := range got {
-		if n != msgs {
+	for i := range got {
+		if n := got[i].Load(); n != msgs {
 			t.Fatalf("reader %d received %d of %d messages", i, n, msgs)
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/relayhq/relay/internal/relay"
@@ -136,12 +137,24 @@ type Client struct {
 	ID   relay.ClientID
 	User relay.UserID
 
+	// allowed limits the topics the client may subscribe to (a connect
+	// token's "topics" claim); nil allows any.
+	allowed TopicFilter
+	// ephemeral clients come from connect tokens: they have no id to
+	// reconnect with and are forgotten when their socket closes.
+	ephemeral bool
+
 	mu     sync.Mutex
 	sub    relay.Subscriber // the live socket, nil while disconnected
 	topics []string         // the desired topics, kept across reconnects
 	gone   bool             // unregistered or expired: no further attach
 
 	deadline time.Time // guarded by Hub.regMu; zero while attached
+}
+
+// TopicFilter says whether a topic may be subscribed to.
+type TopicFilter interface {
+	Allow(topic string) bool
 }
 
 // Topics returns a copy of the client's topics.
@@ -204,6 +217,12 @@ func (h *Hub) Unregister(id relay.ClientID) error {
 // regMu and must then retire c.
 func (h *Hub) removeLocked(c *Client) {
 	delete(h.clients, c.ID)
+	h.dropUserLocked(c)
+	h.stats.Registrations.Add(-1)
+}
+
+// dropUserLocked removes c from the user index. The caller holds regMu.
+func (h *Hub) dropUserLocked(c *Client) {
 	list := h.users[c.User]
 	if i := slices.Index(list, c); i >= 0 {
 		list = slices.Delete(list, i, i+1)
@@ -213,7 +232,6 @@ func (h *Hub) removeLocked(c *Client) {
 	} else {
 		h.users[c.User] = list
 	}
-	h.stats.Registrations.Add(-1)
 }
 
 // retire marks a removed client gone and unsubscribes its socket, which it
@@ -272,6 +290,31 @@ func (h *Hub) Attach(id relay.ClientID, sub relay.Subscriber, keepTopics bool) (
 	return c, nil
 }
 
+// Connect binds a socket that authenticated with a connect token: an
+// ephemeral client of user, limited to the topics allowed lets through
+// (nil: any), forgotten when the socket closes. With keepTopics (the seed
+// protocol) it starts on the default topics it is allowed.
+func (h *Hub) Connect(user relay.UserID, sub relay.Subscriber, allowed TopicFilter, keepTopics bool) (*Client, error) {
+	c := &Client{ID: "token:" + newID(), User: user, allowed: allowed, ephemeral: true, sub: sub}
+	if keepTopics {
+		for _, t := range DefaultTopics {
+			if allowed == nil || allowed.Allow(t) {
+				c.topics = append(c.topics, t)
+			}
+		}
+	}
+	h.regMu.Lock()
+	h.users[user] = append(h.users[user], c)
+	h.regMu.Unlock()
+	h.stats.Connections.Add(1)
+	c.mu.Lock()
+	for _, t := range c.topics {
+		h.join(t, member{sub: sub, user: user})
+	}
+	c.mu.Unlock()
+	return c, nil
+}
+
 // Detach unbinds sub from c after its socket closed. The registration then
 // lives for the reconnect grace (or is forgotten at once when the grace is
 // negative). Detaching a socket that was already replaced does nothing.
@@ -286,6 +329,12 @@ func (h *Hub) Detach(c *Client, sub relay.Subscriber) {
 	gone := c.gone
 	c.mu.Unlock()
 	h.stats.Connections.Add(-1)
+	if c.ephemeral {
+		h.regMu.Lock()
+		h.dropUserLocked(c)
+		h.regMu.Unlock()
+		return
+	}
 	if gone {
 		return
 	}
@@ -311,6 +360,9 @@ func (h *Hub) Detach(c *Client, sub relay.Subscriber) {
 // many of them change nothing.
 func (h *Hub) SetTopics(c *Client, sub relay.Subscriber, topics []string) error {
 	topics, err := h.normalize(topics)
+	if err == nil {
+		err = c.check(topics)
+	}
 	if err != nil {
 		return err
 	}
@@ -335,6 +387,19 @@ func (h *Hub) SetTopics(c *Client, sub relay.Subscriber, topics []string) error 
 		}
 	}
 	c.topics = topics
+	return nil
+}
+
+// check refuses topics the client's token does not allow.
+func (c *Client) check(topics []string) error {
+	if c.allowed == nil {
+		return nil
+	}
+	for _, t := range topics {
+		if !c.allowed.Allow(t) {
+			return fmt.Errorf("topic %q is not allowed by this connection's token: %w", t, relay.ErrForbidden)
+		}
+	}
 	return nil
 }
 
@@ -383,6 +448,9 @@ type Subscribed struct {
 // replay follow: no gap and no duplicate between history and live.
 func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, topics []string, opts SubscribeOptions) error {
 	topics, err := h.normalize(topics)
+	if err == nil {
+		err = c.check(topics)
+	}
 	if err != nil {
 		return err
 	}
@@ -497,7 +565,8 @@ func (h *Hub) normalize(topics []string) ([]string, error) {
 }
 
 // CheckTopic validates a topic name: 1 to MaxTopicLength bytes of UTF-8
-// without control characters.
+// without control characters, white space or '*' (which token topic
+// patterns use as a wildcard).
 func (h *Hub) CheckTopic(t string) error {
 	if t == "" {
 		return fmt.Errorf("topic must not be empty: %w", relay.ErrInvalid)
@@ -509,8 +578,13 @@ func (h *Hub) CheckTopic(t string) error {
 		return fmt.Errorf("topic must be valid UTF-8: %w", relay.ErrInvalid)
 	}
 	for _, r := range t {
-		if r < 0x20 || r == 0x7f {
+		switch {
+		case r < 0x20 || r == 0x7f || unicode.IsControl(r):
 			return fmt.Errorf("topic %q contains a control character: %w", t, relay.ErrInvalid)
+		case unicode.IsSpace(r):
+			return fmt.Errorf("topic %q contains white space: %w", t, relay.ErrInvalid)
+		case r == '*':
+			return fmt.Errorf("topic %q contains '*', which is reserved for token topic patterns: %w", t, relay.ErrInvalid)
 		}
 	}
 	return nil

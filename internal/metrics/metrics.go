@@ -51,7 +51,8 @@ func Handler(src Sources) http.Handler {
 	counter("relay_protocol_violations_total", "Connections closed for breaking the WebSocket protocol or sending unsupported data.", func() float64 { return float64(w.Violations.Load()) })
 	counter("relay_backpressure_total", "Times a socket could not take a write at once and got a goroutine of its own.", func() float64 { return float64(w.Backpressured.Load()) })
 	counter("relay_ws_messages_received_total", "Text messages received from clients.", func() float64 { return float64(w.MessagesIn.Load()) })
-	reg.MustRegister(rejected{src.API})
+	counter("relay_connections_refused_total", "WebSocket upgrades refused at the connection limit.", func() float64 { return float64(w.Refused.Load()) })
+	reg.MustRegister(rejected{src.API}, limited{src.API, w})
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
@@ -66,4 +67,21 @@ func (r rejected) Collect(ch chan<- prometheus.Metric) {
 	r.s.Rejected(func(status int, n uint64) {
 		ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.CounterValue, float64(n), strconv.Itoa(status))
 	})
+}
+
+// limited exports the rate limits' refusals by what was limited.
+type limited struct {
+	api *api.Stats
+	ws  *ws.Stats
+}
+
+var limitedDesc = prometheus.NewDesc("relay_rate_limited_total", "Requests and connections refused by a rate limit: register and connect per client address, messages per connection (closed with 4004).", []string{"what"}, nil)
+
+func (l limited) Describe(ch chan<- *prometheus.Desc) { ch <- limitedDesc }
+
+func (l limited) Collect(ch chan<- prometheus.Metric) {
+	register, connect := l.api.Limited()
+	for what, n := range map[string]uint64{"register": register, "connect": connect, "messages": l.ws.RateLimited.Load()} {
+		ch <- prometheus.MustNewConstMetric(limitedDesc, prometheus.CounterValue, float64(n), what)
+	}
 }

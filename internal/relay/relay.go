@@ -106,6 +106,7 @@ const (
 	CloseReplaced                    // a newer socket connected with the same id
 	CloseSlowConsumer                // the send queue overflowed
 	CloseIdle                        // nothing was heard from the client within the idle timeout
+	CloseRateLimited                 // the client sent messages faster than allowed
 	ClosePolicy                      // the client sent a command the server refuses
 	CloseProtocolError               // the client broke RFC 6455
 	CloseUnsupportedData             // the client sent a binary message

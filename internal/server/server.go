@@ -38,6 +38,9 @@ type Config struct {
 	// AdminAddr, when set, serves pprof and /metrics on a second listener
 	// (keep it private).
 	AdminAddr string
+	// TLSCert and TLSKey, when set, serve HTTPS and wss:// with the
+	// standard library.
+	TLSCert, TLSKey string
 	// HTTP server timeouts against slow clients.
 	ReadHeaderTimeout time.Duration // default 10s
 	ReadTimeout       time.Duration // default 30s
@@ -116,11 +119,18 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if s.cfg.TLSCert != "" {
+			err = srv.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey)
+		} else {
+			err = srv.Serve(ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
 	})
+	g.Go(func() error { return s.API.Run(ctx) })
 	g.Go(func() error { return s.Hub.Run(ctx) })
 	g.Go(func() error { return s.Broker.Run(ctx) })
 	g.Go(func() error { return s.WS.Run(ctx, s.cfg.ShutdownTimeout) })

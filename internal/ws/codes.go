@@ -20,6 +20,7 @@ var closeCodes = [...]struct {
 	relay.CloseReplaced:        {4001, "replaced by a newer connection"},
 	relay.CloseSlowConsumer:    {4002, "slow consumer: send queue full"},
 	relay.CloseIdle:            {4003, "idle timeout"},
+	relay.CloseRateLimited:     {4004, "rate limit: too many messages"},
 }
 
 // CloseCode returns the WebSocket close code sent for reason.

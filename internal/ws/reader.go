@@ -17,6 +17,9 @@ type readState struct {
 	partial []byte // the start of a frame whose rest has not arrived
 	msg     []byte // the fragments of a message being assembled
 	msgOp   byte   // the opcode of that message, 0 when none
+	// tokens and refilled are the client's message-rate bucket.
+	tokens   float64
+	refilled time.Time
 }
 
 // readBufSize is the size of the pooled buffers reads land in.
@@ -112,7 +115,7 @@ func (c *Conn) read() (*[]byte, int, error) {
 // client can send no more: after EOF, an error, a close frame or a
 // violation.
 func (c *Conn) readerExit() {
-	c.rd = readState{}
+	c.rd.partial, c.rd.msg = nil, nil
 	c.mu.Lock()
 	c.readDone = true
 	// Open: the client went away without a close frame. CloseSent: the
@@ -220,12 +223,35 @@ func (c *Conn) message(msg []byte) bool {
 		c.violation(&closeError{relay.CloseInvalidPayload, ""})
 		return false
 	}
+	if !c.takeToken() {
+		c.srv.stats.RateLimited.Add(1)
+		c.CloseWith(relay.CloseRateLimited, "")
+		return false
+	}
 	c.srv.stats.MessagesIn.Add(1)
 	c.h.HandleText(c, msg)
 	c.mu.Lock()
 	open := c.state == stateOpen
 	c.mu.Unlock()
 	return open
+}
+
+// takeToken spends one of the client's message tokens, refilled at
+// MessageRate per second up to MessageBurst.
+func (c *Conn) takeToken() bool {
+	rate := c.srv.cfg.MessageRate
+	if rate <= 0 {
+		return true
+	}
+	now := time.Now()
+	rd := &c.rd
+	rd.tokens = min(float64(c.srv.cfg.MessageBurst), rd.tokens+now.Sub(rd.refilled).Seconds()*rate)
+	rd.refilled = now
+	if rd.tokens < 1 {
+		return false
+	}
+	rd.tokens--
+	return true
 }
 
 // violation closes the connection for something the client did wrong.

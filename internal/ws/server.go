@@ -52,6 +52,13 @@ type Config struct {
 	CloseTimeout time.Duration // default 5s
 	// HandshakeTimeout bounds the upgrade response.
 	HandshakeTimeout time.Duration // default 10s
+	// MaxConnections refuses upgrades (503) past this many open
+	// connections; 0 means no limit.
+	MaxConnections int
+	// MessageRate and MessageBurst bound what one client may send: past
+	// them the connection is closed with 4004. Zero rate: no limit.
+	MessageRate  float64
+	MessageBurst int // default 2 × MessageRate, at least 10
 	// Writers is the number of shared writer goroutines.
 	Writers int // default GOMAXPROCS
 	// CheckOrigin decides whether to accept an upgrade from r's Origin;
@@ -95,6 +102,9 @@ func (c Config) withDefaults() Config {
 	def(&c.WriteTimeout, DefaultWriteTimeout)
 	def(&c.CloseTimeout, DefaultCloseTimeout)
 	def(&c.HandshakeTimeout, 10*time.Second)
+	if c.MessageBurst <= 0 {
+		c.MessageBurst = max(10, int(2*c.MessageRate))
+	}
 	if c.Writers <= 0 {
 		c.Writers = runtime.GOMAXPROCS(0)
 	}
@@ -122,6 +132,8 @@ type Stats struct {
 	Violations    atomic.Uint64 // connections closed for breaking the protocol
 	Backpressured atomic.Uint64 // times a socket pushed back and got its own writer
 	MessagesIn    atomic.Uint64 // text messages read from clients
+	RateLimited   atomic.Uint64 // connections closed for sending too fast
+	Refused       atomic.Uint64 // upgrades refused at the connection limit
 }
 
 // Server accepts and runs WebSocket connections. Create it with New, run
@@ -187,6 +199,9 @@ func upgradeError(w http.ResponseWriter, r *http.Request, status int, reason err
 	w.Write(b)
 }
 
+// ErrFull refuses upgrades at the connection limit.
+var ErrFull = fmt.Errorf("connection limit reached; retry later: %w", relay.ErrUnavailable)
+
 // ErrShuttingDown refuses upgrades once shutdown has begun.
 var ErrShuttingDown = fmt.Errorf("server is shutting down: %w", relay.ErrUnavailable)
 
@@ -195,11 +210,17 @@ var ErrShuttingDown = fmt.Errorf("server is shutting down: %w", relay.ErrUnavail
 // has already been answered.
 func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	s.mu.Lock()
-	closing := s.closing
+	closing, full := s.closing, s.cfg.MaxConnections > 0 && len(s.conns) >= s.cfg.MaxConnections
 	s.mu.Unlock()
 	if closing {
 		s.cfg.Error(w, r, http.StatusServiceUnavailable, ErrShuttingDown)
 		return nil, ErrShuttingDown
+	}
+	if full {
+		s.stats.Refused.Add(1)
+		w.Header().Set("Retry-After", "1")
+		s.cfg.Error(w, r, http.StatusServiceUnavailable, ErrFull)
+		return nil, ErrFull
 	}
 	wc, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
@@ -241,6 +262,8 @@ func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
 		}
 	}
 	c.lastHeard.Store(time.Now().UnixNano())
+	c.rd.tokens = float64(s.cfg.MessageBurst)
+	c.rd.refilled = time.Now()
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
