@@ -1,18 +1,24 @@
 package main
 
 import (
+	"crypto"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/relayhq/relay/internal/auth"
 	"github.com/relayhq/relay/internal/memorybroker"
+	"github.com/relayhq/relay/internal/ratelimit"
 	"github.com/relayhq/relay/internal/server"
 )
 
@@ -40,41 +46,74 @@ type serveConfig struct {
 	History          historyRules
 	IdempotencyTTL   time.Duration
 	Metrics          bool
+	MetricsNeedKey   bool
 	AdminAddr        string
+	APIKeys          string
+	APIKeysFile      string
+	Insecure         bool
+	TokenSecret      string
+	TokenPublicKey   string
+	TokenJWKS        string
+	TokenIssuer      string
+	TokenAudience    string
+	MaxConnections   int
+	RegisterRate     float64
+	ConnectRate      float64
+	MessageRate      float64
+	RateExempt       string
+	TLSCert          string
+	TLSKey           string
 	PrintConfig      bool
 }
 
 // option is one setting: a flag, the environment variable behind its
-// default, and the built-in default.
+// default, and the built-in default. Secret ones are redacted when printed.
 type option struct {
 	flag, env, def, usage string
 	value                 flag.Value
+	secret                bool
 }
 
 func options(c *serveConfig) []option {
 	return []option{
-		{"addr", "RELAY_ADDR", "127.0.0.1:8000", "listen address (host:port)", (*strValue)(&c.Addr)},
-		{"public-url", "RELAY_PUBLIC_URL", "", "base URL clients reach this server at (ws://, wss://, http:// or https://, optional path prefix); default: each request's Host", (*strValue)(&c.PublicURL)},
-		{"allowed-origins", "RELAY_ALLOWED_ORIGINS", "*", "comma-separated browser origins allowed by CORS and WebSocket upgrades, or *", (*strValue)(&c.AllowedOrigins)},
-		{"log-format", "RELAY_LOG_FORMAT", "text", "log format: text or json", (*strValue)(&c.LogFormat)},
-		{"log-level", "RELAY_LOG_LEVEL", "info", "log level: debug, info, warn or error", (*strValue)(&c.LogLevel)},
-		{"max-body", "RELAY_MAX_BODY", "1MiB", "largest HTTP request body", &c.MaxBody},
-		{"max-message", "RELAY_MAX_MESSAGE", "64KiB", "largest published message and largest message a client may send", &c.MaxMessage},
-		{"max-topics", "RELAY_MAX_TOPICS", "128", "most topics one connection may subscribe to", (*intValue)(&c.MaxTopics)},
-		{"max-topic-length", "RELAY_MAX_TOPIC_LENGTH", "256", "longest topic name, in bytes", (*intValue)(&c.MaxTopicLength)},
-		{"max-registrations", "RELAY_MAX_REGISTRATIONS", "1000000", "most registrations held at once", (*intValue)(&c.MaxRegistrations)},
-		{"send-queue", "RELAY_SEND_QUEUE", "1MiB", "bytes that may wait to be sent to one connection before it is closed as a slow consumer (4002)", &c.SendQueue},
-		{"socket-send-buffer", "RELAY_SOCKET_SEND_BUFFER", "0", "SO_SNDBUF for each WebSocket (the kernel's share of a slow client's backlog); 0 keeps the kernel's autotuning", &c.SocketSendBuffer},
-		{"ping-interval", "RELAY_PING_INTERVAL", "25s", "how often each connection is pinged", (*durValue)(&c.PingInterval)},
-		{"idle-timeout", "RELAY_IDLE_TIMEOUT", "60s", "close a connection nothing was heard from for this long (4003); pongs count", (*durValue)(&c.IdleTimeout)},
-		{"write-timeout", "RELAY_WRITE_TIMEOUT", "10s", "drop a connection whose socket accepts nothing for this long", (*durValue)(&c.WriteTimeout)},
-		{"registration-ttl", "RELAY_REGISTRATION_TTL", "10m", "forget a registration that never connects after this long", (*durValue)(&c.RegistrationTTL)},
-		{"reconnect-grace", "RELAY_RECONNECT_GRACE", "30s", "keep a registration this long after its socket closes so the same URL can reconnect; 0 forgets it at once", (*durValue)(&c.ReconnectGrace)},
-		{"shutdown-timeout", "RELAY_SHUTDOWN_TIMEOUT", "10s", "on SIGINT/SIGTERM, time allowed to finish requests and close sockets", (*durValue)(&c.ShutdownTimeout)},
-		{"history", "RELAY_HISTORY", "100/5m/1MiB", "history kept per topic, as size/ttl[/bytes]; add prefix=size/ttl[/bytes] entries, comma-separated, for topics starting with prefix (longest wins), e.g. 100/5m,chat.=1000/1h,tmp.=0", &c.History},
-		{"idempotency-window", "RELAY_IDEMPOTENCY_WINDOW", "2m", "how long a publish's idempotency_key is remembered", (*durValue)(&c.IdempotencyTTL)},
-		{"metrics", "RELAY_METRICS", "true", "serve Prometheus metrics at /metrics on the main listener", (*boolValue)(&c.Metrics)},
-		{"admin-addr", "RELAY_ADMIN_ADDR", "", "listen address for pprof and /metrics (keep it private); empty: off", (*strValue)(&c.AdminAddr)},
+		{"addr", "RELAY_ADDR", "127.0.0.1:8000", "listen address (host:port)", (*strValue)(&c.Addr), false},
+		{"public-url", "RELAY_PUBLIC_URL", "", "base URL clients reach this server at (ws://, wss://, http:// or https://, optional path prefix); default: each request's Host", (*strValue)(&c.PublicURL), false},
+		{"allowed-origins", "RELAY_ALLOWED_ORIGINS", "*", "comma-separated browser origins allowed by CORS and WebSocket upgrades, or *", (*strValue)(&c.AllowedOrigins), false},
+		{"log-format", "RELAY_LOG_FORMAT", "text", "log format: text or json", (*strValue)(&c.LogFormat), false},
+		{"log-level", "RELAY_LOG_LEVEL", "info", "log level: debug, info, warn or error", (*strValue)(&c.LogLevel), false},
+		{"max-body", "RELAY_MAX_BODY", "1MiB", "largest HTTP request body", &c.MaxBody, false},
+		{"max-message", "RELAY_MAX_MESSAGE", "64KiB", "largest published message and largest message a client may send", &c.MaxMessage, false},
+		{"max-topics", "RELAY_MAX_TOPICS", "128", "most topics one connection may subscribe to", (*intValue)(&c.MaxTopics), false},
+		{"max-topic-length", "RELAY_MAX_TOPIC_LENGTH", "256", "longest topic name, in bytes", (*intValue)(&c.MaxTopicLength), false},
+		{"max-registrations", "RELAY_MAX_REGISTRATIONS", "1000000", "most registrations held at once", (*intValue)(&c.MaxRegistrations), false},
+		{"send-queue", "RELAY_SEND_QUEUE", "1MiB", "bytes that may wait to be sent to one connection before it is closed as a slow consumer (4002)", &c.SendQueue, false},
+		{"socket-send-buffer", "RELAY_SOCKET_SEND_BUFFER", "0", "SO_SNDBUF for each WebSocket (the kernel's share of a slow client's backlog); 0 keeps the kernel's autotuning", &c.SocketSendBuffer, false},
+		{"ping-interval", "RELAY_PING_INTERVAL", "25s", "how often each connection is pinged", (*durValue)(&c.PingInterval), false},
+		{"idle-timeout", "RELAY_IDLE_TIMEOUT", "60s", "close a connection nothing was heard from for this long (4003); pongs count", (*durValue)(&c.IdleTimeout), false},
+		{"write-timeout", "RELAY_WRITE_TIMEOUT", "10s", "drop a connection whose socket accepts nothing for this long", (*durValue)(&c.WriteTimeout), false},
+		{"registration-ttl", "RELAY_REGISTRATION_TTL", "10m", "forget a registration that never connects after this long", (*durValue)(&c.RegistrationTTL), false},
+		{"reconnect-grace", "RELAY_RECONNECT_GRACE", "30s", "keep a registration this long after its socket closes so the same URL can reconnect; 0 forgets it at once", (*durValue)(&c.ReconnectGrace), false},
+		{"shutdown-timeout", "RELAY_SHUTDOWN_TIMEOUT", "10s", "on SIGINT/SIGTERM, time allowed to finish requests and close sockets", (*durValue)(&c.ShutdownTimeout), false},
+		{"history", "RELAY_HISTORY", "100/5m/1MiB", "history kept per topic, as size/ttl[/bytes]; add prefix=size/ttl[/bytes] entries, comma-separated, for topics starting with prefix (longest wins), e.g. 100/5m,chat.=1000/1h,tmp.=0", &c.History, false},
+		{"idempotency-window", "RELAY_IDEMPOTENCY_WINDOW", "2m", "how long a publish's idempotency_key is remembered", (*durValue)(&c.IdempotencyTTL), false},
+		{"metrics", "RELAY_METRICS", "true", "serve Prometheus metrics at /metrics on the main listener", (*boolValue)(&c.Metrics), false},
+		{"admin-addr", "RELAY_ADMIN_ADDR", "", "listen address for pprof and /metrics (keep it private); empty: off", (*strValue)(&c.AdminAddr), false},
+		{"api-keys", "RELAY_API_KEYS", "", "comma-separated API keys (16+ characters each) that server-side calls must send as Authorization: Bearer <key>", (*strValue)(&c.APIKeys), true},
+		{"api-keys-file", "RELAY_API_KEYS_FILE", "", "file with more API keys, one per line", (*strValue)(&c.APIKeysFile), false},
+		{"insecure", "RELAY_INSECURE", "false", "serve the open API (no API key) on a non-loopback address anyway", (*boolValue)(&c.Insecure), false},
+		{"metrics-require-key", "RELAY_METRICS_REQUIRE_KEY", "false", "make /metrics on the main listener take the API key", (*boolValue)(&c.MetricsNeedKey), false},
+		{"token-secret", "RELAY_TOKEN_SECRET", "", "secret (32+ bytes) verifying HS256 connect tokens for GET /ws?token=", (*strValue)(&c.TokenSecret), true},
+		{"token-public-key", "RELAY_TOKEN_PUBLIC_KEY", "", "PEM file of an RSA or Ed25519 public key verifying RS256/EdDSA connect tokens", (*strValue)(&c.TokenPublicKey), false},
+		{"token-jwks", "RELAY_TOKEN_JWKS", "", "JSON Web Key Set file of RSA/Ed25519 keys verifying connect tokens (by kid)", (*strValue)(&c.TokenJWKS), false},
+		{"token-issuer", "RELAY_TOKEN_ISSUER", "", "required iss of connect tokens", (*strValue)(&c.TokenIssuer), false},
+		{"token-audience", "RELAY_TOKEN_AUDIENCE", "", "required aud of connect tokens", (*strValue)(&c.TokenAudience), false},
+		{"max-connections", "RELAY_MAX_CONNECTIONS", "0", "most WebSocket connections (503 past it); 0: the open-file limit minus 256", (*intValue)(&c.MaxConnections), false},
+		{"register-rate", "RELAY_REGISTER_RATE", "20", "POST /register calls per second per client address (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.RegisterRate), false},
+		{"connect-rate", "RELAY_CONNECT_RATE", "20", "WebSocket upgrades per second per client address (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.ConnectRate), false},
+		{"rate-exempt", "RELAY_RATE_EXEMPT", "127.0.0.0/8,::1/128", "comma-separated address ranges the per-address rates do not apply to", (*strValue)(&c.RateExempt), false},
+		{"message-rate", "RELAY_MESSAGE_RATE", "50", "messages per second one client may send (bursts of twice that; closed with 4004 past it); 0: no limit", (*floatValue)(&c.MessageRate), false},
+		{"tls-cert", "RELAY_TLS_CERT", "", "certificate file (PEM) to serve HTTPS and wss:// with", (*strValue)(&c.TLSCert), false},
+		{"tls-key", "RELAY_TLS_KEY", "", "private key file (PEM) for -tls-cert", (*strValue)(&c.TLSKey), false},
 	}
 }
 
@@ -166,10 +205,103 @@ func (c *serveConfig) validate() []error {
 	if c.MaxMessage > 0 && c.MaxBody > 0 && c.MaxBody <= c.MaxMessage {
 		bad("-max-body / RELAY_MAX_BODY (%s) must be larger than -max-message / RELAY_MAX_MESSAGE (%s), or no publish could carry the largest message", c.MaxBody, c.MaxMessage)
 	}
+	if c.TLSCert != "" && c.TLSKey == "" || c.TLSCert == "" && c.TLSKey != "" {
+		bad("-tls-cert / RELAY_TLS_CERT and -tls-key / RELAY_TLS_KEY go together")
+	}
+	if c.TokenPublicKey != "" && c.TokenJWKS != "" {
+		bad("-token-public-key / RELAY_TOKEN_PUBLIC_KEY and -token-jwks / RELAY_TOKEN_JWKS: give one or the other")
+	}
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"-register-rate / RELAY_REGISTER_RATE", c.RegisterRate}, {"-connect-rate / RELAY_CONNECT_RATE", c.ConnectRate}, {"-message-rate / RELAY_MESSAGE_RATE", c.MessageRate}} {
+		if r.v < 0 {
+			bad("%s must not be negative", r.name)
+		}
+	}
+	if c.MaxConnections < 0 {
+		bad("-max-connections / RELAY_MAX_CONNECTIONS must not be negative")
+	}
+	if _, err := parsePrefixes(c.RateExempt); err != nil {
+		bad("-rate-exempt / RELAY_RATE_EXEMPT: %v", err)
+	}
 	if c.SendQueue > 0 && c.SendQueue < c.MaxMessage+14 {
 		bad("-send-queue / RELAY_SEND_QUEUE (%s) must hold at least one frame of -max-message / RELAY_MAX_MESSAGE (%s)", c.SendQueue, c.MaxMessage)
 	}
 	return errs
+}
+
+// security builds the credential checks from the settings, reading the
+// key files. Errors name the setting.
+func (c *serveConfig) security() (*auth.Auth, error) {
+	var ac auth.Config
+	for _, k := range strings.Split(c.APIKeys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			ac.APIKeys = append(ac.APIKeys, k)
+		}
+	}
+	if c.APIKeysFile != "" {
+		b, err := os.ReadFile(c.APIKeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("-api-keys-file / RELAY_API_KEYS_FILE: %v", err)
+		}
+		for _, k := range strings.Split(string(b), "\n") {
+			if k = strings.TrimSpace(k); k != "" && !strings.HasPrefix(k, "#") {
+				ac.APIKeys = append(ac.APIKeys, k)
+			}
+		}
+	}
+	ac.TokenSecret = []byte(c.TokenSecret)
+	switch {
+	case c.TokenPublicKey != "":
+		b, err := os.ReadFile(c.TokenPublicKey)
+		if err == nil {
+			var k crypto.PublicKey
+			if k, err = auth.ParsePublicKeyPEM(b); err == nil {
+				ac.TokenKeys = map[string]crypto.PublicKey{"": k}
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("-token-public-key / RELAY_TOKEN_PUBLIC_KEY: %v", err)
+		}
+	case c.TokenJWKS != "":
+		b, err := os.ReadFile(c.TokenJWKS)
+		if err == nil {
+			ac.TokenKeys, err = auth.ParseJWKS(b)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("-token-jwks / RELAY_TOKEN_JWKS: %v", err)
+		}
+	}
+	ac.Issuer, ac.Audience = c.TokenIssuer, c.TokenAudience
+	a, err := auth.New(ac)
+	if err != nil {
+		return nil, fmt.Errorf("credentials (RELAY_API_KEYS, RELAY_TOKEN_*): %v", err)
+	}
+	return a, nil
+}
+
+// loopback reports whether addr listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// fileLimit returns the process's open-file limit (Go raises the soft
+// limit to the hard one at start).
+func fileLimit() int {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<20 {
+		return 1 << 20
+	}
+	return max(int(r.Cur), 512)
 }
 
 // parsePublicURL accepts ws, wss, http and https URLs with a host and an
@@ -223,15 +355,34 @@ func (c *serveConfig) serverConfig() server.Config {
 	sc.Memory.History = c.History
 	sc.Memory.IdempotencyWindow = c.IdempotencyTTL
 	sc.Metrics = c.Metrics
+	sc.API.MetricsNeedKey = c.MetricsNeedKey
+	exempt, _ := parsePrefixes(c.RateExempt) // validated
+	if c.RegisterRate > 0 {
+		sc.API.RegisterLimit = ratelimit.New(c.RegisterRate, int(2*c.RegisterRate), exempt, 100_000)
+	}
+	if c.ConnectRate > 0 {
+		sc.API.ConnectLimit = ratelimit.New(c.ConnectRate, int(2*c.ConnectRate), exempt, 100_000)
+	}
+	sc.WS.MessageRate = c.MessageRate
+	sc.WS.MaxConnections = c.MaxConnections
+	if sc.WS.MaxConnections == 0 {
+		sc.WS.MaxConnections = fileLimit() - 256
+	}
+	sc.TLSCert, sc.TLSKey = c.TLSCert, c.TLSKey
 	sc.AdminAddr = c.AdminAddr
 	sc.ShutdownTimeout = c.ShutdownTimeout
 	return sc
 }
 
-// print writes the effective configuration as RELAY_* assignments.
+// print writes the effective configuration as RELAY_* assignments, with
+// secrets redacted.
 func (c *serveConfig) print(w io.Writer) {
 	for _, o := range options(c) {
-		fmt.Fprintf(w, "%s=%s\n", o.env, o.value.String())
+		v := o.value.String()
+		if o.secret && v != "" {
+			v = "<redacted>"
+		}
+		fmt.Fprintf(w, "%s=%s\n", o.env, v)
 	}
 }
 
@@ -384,4 +535,42 @@ func (v *historyRules) String() string {
 		parts = append(parts, p)
 	}
 	return strings.Join(parts, ",")
+}
+
+type floatValue float64
+
+func (v *floatValue) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return fmt.Errorf("not a number")
+	}
+	*v = floatValue(f)
+	return nil
+}
+func (v *floatValue) String() string { return strconv.FormatFloat(float64(*v), 'f', -1, 64) }
+
+// parsePrefixes reads a comma-separated list of address ranges (CIDR, or
+// single addresses).
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if !strings.Contains(item, "/") {
+			a, err := netip.ParseAddr(item)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an address or range", item)
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an address range", item)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

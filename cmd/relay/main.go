@@ -2,6 +2,7 @@
 // browsers and phones receive over WebSocket.
 //
 //	relay [serve] [flags]   serve (the default)
+//	relay token -sub USER   mint a connect token for development
 //	relay version           print the version
 //
 // Configuration comes from RELAY_* environment variables and flags (flags
@@ -35,14 +36,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	switch cmd {
 	case "serve":
 		return serve(args, getenv, stdout, stderr)
+	case "token":
+		return token(args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "relay", version())
 		return 0
 	case "help":
-		fmt.Fprintln(stdout, "Usage: relay [serve|version] [flags]; relay serve -h lists the settings.")
+		fmt.Fprintln(stdout, "Usage: relay [serve|token|version] [flags]; relay serve -h lists the settings, relay token -h how to mint a connect token.")
 		return 0
 	}
-	fmt.Fprintf(stderr, "relay: unknown command %q; use serve or version\n", cmd)
+	fmt.Fprintf(stderr, "relay: unknown command %q; use serve, token or version\n", cmd)
 	return 2
 }
 
@@ -67,6 +70,24 @@ func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) 
 		return 0
 	}
 	log := cfg.logger(stderr)
+	sec, err := cfg.security()
+	if err != nil {
+		fmt.Fprintf(stderr, "relay: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	if !sec.KeysRequired() {
+		switch {
+		case !loopback(cfg.Addr) && !cfg.Insecure:
+			fmt.Fprintf(stderr, "relay: refusing to serve the open API on %s, which is not a loopback address:\n"+
+				"set RELAY_API_KEYS (or -api-keys) so that register, publish, history and presence need a key,\n"+
+				"or RELAY_INSECURE=true (or -insecure) to serve it open anyway.\n", cfg.Addr)
+			return 2
+		case cfg.Insecure && !loopback(cfg.Addr):
+			log.Warn("serving the open API on a non-loopback address because -insecure is set: anyone who can reach it can register and publish", "addr", cfg.Addr)
+		default:
+			log.Warn("no API key configured: anyone who can reach this address can register and publish; set RELAY_API_KEYS to require one", "addr", cfg.Addr)
+		}
+	}
 	ln, err := server.Listen(context.Background(), cfg.Addr)
 	if err != nil {
 		log.Error("cannot listen; set -addr / RELAY_ADDR to a free address", "addr", cfg.Addr, "err", err)
@@ -74,8 +95,11 @@ func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) 
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv := server.New(cfg.serverConfig(), log)
-	log.Info("relay listening", "addr", ln.Addr().String(), "engine", "memory", "version", version())
+	sc := cfg.serverConfig()
+	sc.API.Auth = sec
+	srv := server.New(sc, log)
+	log.Info("relay listening", "addr", ln.Addr().String(), "engine", "memory", "tls", cfg.TLSCert != "",
+		"api_keys", sec.KeysRequired(), "connect_tokens", sec.TokensEnabled(), "version", version())
 	if err := srv.Run(ctx, ln); err != nil {
 		log.Error("relay stopped", "err", err)
 		return 1

@@ -39,7 +39,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	sc := bufio.NewScanner(stderr)
 	var addr string
 	for addr == "" && sc.Scan() {
-		if m := regexp.MustCompile(`"addr":"([^"]+)"`).FindStringSubmatch(sc.Text()); m != nil {
+		if m := regexp.MustCompile(`"msg":"relay listening".*"addr":"([^"]+)"`).FindStringSubmatch(sc.Text()); m != nil {
 			addr = m[1]
 		}
 	}

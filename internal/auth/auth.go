@@ -11,6 +11,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -145,7 +146,11 @@ func (a *Auth) Verify(token string) (Claims, error) {
 	}
 	var tc tokenClaims
 	if _, err := a.parser.ParseWithClaims(token, &tc, a.keyFor); err != nil {
-		return Claims{}, fmt.Errorf("invalid token: %s: %w", reason(err), relay.ErrUnauthorized)
+		why := reason(err)
+		if alg := unverifiedAlg(token); alg != "" && !slices.Contains(a.methods, alg) {
+			why = fmt.Sprintf("its signing method %q is not accepted here (accepted: %s)", alg, strings.Join(a.methods, ", "))
+		}
+		return Claims{}, fmt.Errorf("invalid token: %s: %w", why, relay.ErrUnauthorized)
 	}
 	user, err := strconv.ParseUint(tc.Subject, 10, 64)
 	if err != nil {
@@ -183,6 +188,17 @@ func reason(err error) string {
 		return "it is malformed"
 	}
 	return "it does not verify"
+}
+
+// unverifiedAlg reads a token's alg header without trusting it, to explain
+// a refusal.
+func unverifiedAlg(token string) string {
+	t, _, err := jwt.NewParser().ParseUnverified(token, jwt.MapClaims{})
+	if err != nil || t == nil {
+		return ""
+	}
+	alg, _ := t.Header["alg"].(string)
+	return alg
 }
 
 // keyFor picks the verification key for a token's algorithm (and key id).
