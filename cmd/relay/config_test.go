@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relayhq/relay/internal/auth"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -105,5 +107,61 @@ func TestHistoryRules(t *testing.T) {
 	}
 	if s := c.History.String(); s != "50/2m0s/1MiB,chat.=1000/1h0m0s/4MiB,tmp.=0/1m0s/1MiB" {
 		t.Fatalf("String() = %s", s)
+	}
+}
+
+// TestRefusesOpenAPIOffLoopback: without an API key Relay will not serve
+// on a non-loopback address unless told it is meant to.
+func TestRefusesOpenAPIOffLoopback(t *testing.T) {
+	var out bytes.Buffer
+	code := run([]string{"-addr", "0.0.0.0:8000"}, env(nil), &out, &out)
+	if code != 2 || !strings.Contains(out.String(), "refusing to serve the open API on 0.0.0.0:8000") || !strings.Contains(out.String(), "RELAY_API_KEYS") {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	// With a key, or with -insecure, the check passes; 192.0.2.1 (a
+	// documentation address) is then not on this machine, so listening
+	// fails instead, and nothing is ever bound.
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+	}{
+		{[]string{"-addr", "192.0.2.1:8000"}, map[string]string{"RELAY_API_KEYS": "a-key-long-enough-123"}},
+		{[]string{"-addr", "192.0.2.1:8000", "-insecure"}, nil},
+	} {
+		out.Reset()
+		code := run(tc.args, env(tc.env), &out, &out)
+		if code != 1 || strings.Contains(out.String(), "refusing") || !strings.Contains(out.String(), "cannot listen") {
+			t.Fatalf("%v %v: exit %d: %s", tc.args, tc.env, code, out.String())
+		}
+	}
+	out.Reset()
+	if code := run([]string{"-addr", "192.0.2.1:8000"}, env(map[string]string{"RELAY_API_KEYS": "short"}), &out, &out); code != 2 || !strings.Contains(out.String(), "at least 16") {
+		t.Fatalf("short key: exit %d: %s", code, out.String())
+	}
+}
+
+func TestPrintConfigRedactsSecrets(t *testing.T) {
+	var out bytes.Buffer
+	run([]string{"-print-config"}, env(map[string]string{"RELAY_API_KEYS": "sekrit-key-0123456789", "RELAY_TOKEN_SECRET": "token-secret-0123456789abcdefghijkl"}), &out, &out)
+	if strings.Contains(out.String(), "sekrit") || strings.Contains(out.String(), "token-secret") || !strings.Contains(out.String(), "RELAY_API_KEYS=<redacted>") {
+		t.Fatalf("print-config leaked a secret:\n%s", out.String())
+	}
+}
+
+func TestTokenSubcommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run([]string{"token", "-sub", "42", "-topics", "chat.*,news"}, env(map[string]string{"RELAY_TOKEN_SECRET": "0123456789abcdef0123456789abcdef"}), &out, &errb)
+	if code != 0 || strings.Count(out.String(), ".") != 2 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errb.String())
+	}
+	a, _ := auth.New(auth.Config{TokenSecret: []byte("0123456789abcdef0123456789abcdef")})
+	c, err := a.Verify(strings.TrimSpace(out.String()))
+	if err != nil || c.User != 42 || !c.Topics.Allow("chat.x") || c.Topics.Allow("sports") {
+		t.Fatalf("minted token: %+v %v", c, err)
+	}
+	for _, args := range [][]string{{"token"}, {"token", "-sub", "x"}, {"token", "-sub", "1", "-secret", "short"}} {
+		if code := run(args, env(nil), &out, &errb); code != 2 {
+			t.Fatalf("%v: exit %d, want 2", args, code)
+		}
 	}
 }
