@@ -147,7 +147,8 @@ type Server struct {
 	buckets  uint32        // ticks per ping cycle
 	tick     time.Duration
 	stats    Stats
-	noPoller bool // tests: read with a goroutine per connection
+	slots    atomic.Int64 // connections open or being upgraded
+	noPoller bool         // tests: read with a goroutine per connection
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -210,13 +211,16 @@ var ErrShuttingDown = fmt.Errorf("server is shutting down: %w", relay.ErrUnavail
 // has already been answered.
 func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
 	s.mu.Lock()
-	closing, full := s.closing, s.cfg.MaxConnections > 0 && len(s.conns) >= s.cfg.MaxConnections
+	closing := s.closing
 	s.mu.Unlock()
 	if closing {
 		s.cfg.Error(w, r, http.StatusServiceUnavailable, ErrShuttingDown)
 		return nil, ErrShuttingDown
 	}
-	if full {
+	// A slot is taken before the handshake, so concurrent upgrades cannot
+	// overshoot the limit; remove gives it back.
+	if n := s.slots.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+		s.slots.Add(-1)
 		s.stats.Refused.Add(1)
 		w.Header().Set("Retry-After", "1")
 		s.cfg.Error(w, r, http.StatusServiceUnavailable, ErrFull)
@@ -224,6 +228,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 	}
 	wc, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.slots.Add(-1)
 		return nil, err
 	}
 	nc := wc.NetConn()
@@ -231,6 +236,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 	proto := wc.Subprotocol()
 	c := s.adopt(nc, s.cfg.Subprotocols[proto], proto)
 	if c == nil {
+		s.slots.Add(-1)
 		return nil, ErrShuttingDown
 	}
 	return c, nil
@@ -281,6 +287,7 @@ func (s *Server) remove(c *Conn) {
 	s.mu.Lock()
 	if _, ok := s.conns[c]; ok {
 		delete(s.conns, c)
+		s.slots.Add(-1)
 		s.stats.Connections.Add(-1)
 		if s.closing && len(s.conns) == 0 {
 			close(s.drained)
