@@ -44,6 +44,7 @@ type Config struct {
 	// HTTP server timeouts against slow clients.
 	ReadHeaderTimeout time.Duration // default 10s
 	ReadTimeout       time.Duration // default 30s
+	WriteTimeout      time.Duration // default 30s; upgraded sockets clear it
 	IdleTimeout       time.Duration // default 120s
 }
 
@@ -71,6 +72,7 @@ func New(cfg Config, log *slog.Logger) *Server {
 	def(&cfg.ShutdownTimeout, 10*time.Second)
 	def(&cfg.ReadHeaderTimeout, 10*time.Second)
 	def(&cfg.ReadTimeout, 30*time.Second)
+	def(&cfg.WriteTimeout, 30*time.Second)
 	def(&cfg.IdleTimeout, 120*time.Second)
 
 	s := &Server{cfg: cfg, log: log}
@@ -113,6 +115,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		Handler:           s.API,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
