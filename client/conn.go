@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,12 +42,9 @@ type CloseError = websocket.CloseError
 
 // Connect dials a socket URL returned by Register.
 func (c *Client) Connect(ctx context.Context, wsURL string) (*Conn, error) {
-	ws, resp, err := c.dialer.DialContext(ctx, wsURL, c.header)
+	ws, err := c.dial(ctx, wsURL, c.header)
 	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("relay: connect: %w (HTTP %d)", err, resp.StatusCode)
-		}
-		return nil, fmt.Errorf("relay: connect: %w", err)
+		return nil, err
 	}
 	conn := &Conn{
 		ws:    ws,
@@ -57,6 +56,26 @@ func (c *Client) Connect(ctx context.Context, wsURL string) (*Conn, error) {
 	ws.SetPongHandler(conn.pong)
 	go conn.read()
 	return conn, nil
+}
+
+// dial opens a WebSocket. A refusal by the server (an HTTP status instead
+// of the upgrade) is an *Error with the server's explanation.
+func (c *Client) dial(ctx context.Context, url string, h http.Header) (*websocket.Conn, error) {
+	ws, resp, err := c.dialer.DialContext(ctx, url, h)
+	if err == nil {
+		return ws, nil
+	}
+	if resp == nil {
+		return nil, fmt.Errorf("relay: connect: %w", err)
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if json.Unmarshal(b, &e) != nil || e.Error == "" {
+		e.Error = "connect: " + err.Error()
+	}
+	return nil, &Error{Status: resp.StatusCode, Message: e.Error}
 }
 
 func (c *Conn) read() {

@@ -123,12 +123,9 @@ func (c *Client) OpenStream(ctx context.Context, url string, opts StreamOptions)
 func (s *Stream) dial(ctx context.Context, url string) (*websocket.Conn, error) {
 	h := s.c.header.Clone()
 	h.Set("Sec-WebSocket-Protocol", "relay.v1")
-	ws, resp, err := s.c.dialer.DialContext(ctx, url, h)
+	ws, err := s.c.dial(ctx, url, h)
 	if err != nil {
-		if resp != nil {
-			return nil, &Error{Status: resp.StatusCode, Message: "connect: " + err.Error()}
-		}
-		return nil, fmt.Errorf("relay: connect: %w", err)
+		return nil, err
 	}
 	if ws.Subprotocol() != "relay.v1" {
 		ws.Close()

@@ -150,17 +150,10 @@ func (a *API) limited(l *ratelimit.Limiter, what string, h http.HandlerFunc) htt
 
 // Run sweeps the rate limiters until ctx is done.
 func (a *API) Run(ctx context.Context) error {
-	t := time.NewTicker(10 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			a.cfg.RegisterLimit.Sweep(now)
-			a.cfg.ConnectLimit.Sweep(now)
-		}
-	}
+	return relay.Every(ctx, 10*time.Second, func(now time.Time) {
+		a.cfg.RegisterLimit.Sweep(now)
+		a.cfg.ConnectLimit.Sweep(now)
+	})
 }
 
 // Drain makes /health answer 503 so load balancers stop sending traffic

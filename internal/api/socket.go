@@ -60,11 +60,11 @@ func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error
 		err    error
 	)
 	if c.Subprotocol() == ProtocolV1 {
-		s := &v1Session{api: a}
+		s := &v1Session{session{api: a}}
 		s.client, err = attach(false)
 		h, client = s, s.client
 	} else {
-		s := &seedSession{api: a}
+		s := &seedSession{session{api: a}}
 		s.client, err = attach(true)
 		h, client = s, s.client
 	}
@@ -79,9 +79,21 @@ func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error
 // seedSession speaks the seed protocol on one socket: the text
 // {"topics": [...]} replaces the client's topics, the text "ping" is
 // ignored, and anything else closes the socket with 1008 and a reason.
-type seedSession struct {
+type seedSession struct{ session }
+
+// session is what both protocols' sessions hold: the API and the client
+// the socket is bound to.
+type session struct {
 	api    *API
 	client *hub.Client // nil when the attach failed
+}
+
+// HandleClose unbinds the socket from its client.
+func (s *session) HandleClose(c *ws.Conn) {
+	if s.client != nil {
+		s.api.hub.Detach(s.client, c)
+		s.api.log.Debug("socket closed", "user_id", s.client.User, "remote", c.RemoteAddr().String())
+	}
 }
 
 func (s *seedSession) HandleText(c *ws.Conn, msg []byte) {
@@ -97,12 +109,5 @@ func (s *seedSession) HandleText(c *ws.Conn, msg []byte) {
 	}
 	if err != nil {
 		c.CloseWith(relay.ClosePolicy, trimSentinel(err))
-	}
-}
-
-func (s *seedSession) HandleClose(c *ws.Conn) {
-	if s.client != nil {
-		s.api.hub.Detach(s.client, c)
-		s.api.log.Debug("socket closed", "user_id", s.client.User, "remote", c.RemoteAddr().String())
 	}
 }

@@ -105,10 +105,7 @@ type v1Command struct {
 
 // v1Session speaks relay.v1 on one socket. Its methods run on the socket's
 // reader, one command at a time.
-type v1Session struct {
-	api    *API
-	client *hub.Client // nil when the attach failed
-}
+type v1Session struct{ session }
 
 func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 	if s.client == nil {
@@ -140,12 +137,6 @@ func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 	}
 	if err != nil {
 		s.reply(c, errorFrame(cmd.ID, v1Code(err), trimSentinel(err)))
-	}
-}
-
-func (s *v1Session) HandleClose(c *ws.Conn) {
-	if s.client != nil {
-		s.api.hub.Detach(s.client, c)
 	}
 }
 

@@ -625,18 +625,11 @@ func (h *Hub) Fanout(m *relay.Message) int {
 
 // Run removes expired registrations until ctx is done.
 func (h *Hub) Run(ctx context.Context) error {
-	t := time.NewTicker(h.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			if n := h.expire(now); n > 0 {
-				h.log.Debug("registrations expired", "count", n)
-			}
+	return relay.Every(ctx, h.cfg.SweepInterval, func(now time.Time) {
+		if n := h.expire(now); n > 0 {
+			h.log.Debug("registrations expired", "count", n)
 		}
-	}
+	})
 }
 
 // expire removes every registration whose deadline is not after now and

@@ -184,17 +184,10 @@ func (b *Broker) History(ctx context.Context, topic string, since uint64, limit 
 // Run drops expired history, idempotency keys and idle streams until ctx
 // is done.
 func (b *Broker) Run(ctx context.Context) error {
-	t := time.NewTicker(b.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			b.sweep(now)
-			b.idem.sweep(now)
-		}
-	}
+	return relay.Every(ctx, b.cfg.SweepInterval, func(now time.Time) {
+		b.sweep(now)
+		b.idem.sweep(now)
+	})
 }
 
 func (b *Broker) sweep(now time.Time) {

@@ -4,7 +4,11 @@
 // depend on it without cycles.
 package relay
 
-import "strconv"
+import (
+	"context"
+	"strconv"
+	"time"
+)
 
 // UserID identifies an application user. One user may have many clients
 // (tabs, devices). The seed API carries it as a non-negative JSON integer.
@@ -114,3 +118,18 @@ const (
 	CloseTooLarge                    // a message exceeded the inbound limit
 	CloseInternal                    // the server failed
 )
+
+// Every calls f with the time every d until ctx is done: the one loop
+// behind every package's background sweep (its Run).
+func Every(ctx context.Context, d time.Duration, f func(now time.Time)) error {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			f(now)
+		}
+	}
+}

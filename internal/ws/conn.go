@@ -110,24 +110,21 @@ func (c *Conn) enqueue(frame []byte) bool {
 		c.CloseWith(relay.CloseSlowConsumer, "")
 		return false
 	}
+	c.pushAndUnlock(frame)
+	return true
+}
+
+// pushAndUnlock appends frame to the queue, releases c.mu and, if no
+// writer owns the output side yet, hands the connection to its writer.
+func (c *Conn) pushAndUnlock(frame []byte) {
 	c.queue = append(c.queue, frame)
 	c.queued += len(frame)
-	sched := c.claimLocked()
+	sched := !c.scheduled
+	c.scheduled = true
 	c.mu.Unlock()
 	if sched {
 		c.w.add(c)
 	}
-	return true
-}
-
-// claimLocked marks the output side owned and reports whether the caller
-// must hand the connection to its writer.
-func (c *Conn) claimLocked() bool {
-	if c.scheduled {
-		return false
-	}
-	c.scheduled = true
-	return true
 }
 
 // Close starts the closing handshake for reason. It implements
@@ -159,13 +156,7 @@ func (c *Conn) startClose(frame []byte, drop bool) {
 	}
 	c.state = stateClosing
 	c.deadline = time.Now().Add(c.srv.cfg.CloseTimeout).UnixNano()
-	c.queue = append(c.queue, frame)
-	c.queued += len(frame)
-	sched := c.claimLocked()
-	c.mu.Unlock()
-	if sched {
-		c.w.add(c)
-	}
+	c.pushAndUnlock(frame)
 }
 
 // control queues a pong or ping, counted against the queue limit so that a
