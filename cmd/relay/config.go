@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -108,9 +109,9 @@ func options(c *serveConfig) []option {
 		{"token-issuer", "RELAY_TOKEN_ISSUER", "", "required iss of connect tokens", (*strValue)(&c.TokenIssuer), false},
 		{"token-audience", "RELAY_TOKEN_AUDIENCE", "", "required aud of connect tokens", (*strValue)(&c.TokenAudience), false},
 		{"max-connections", "RELAY_MAX_CONNECTIONS", "0", "most WebSocket connections (503 past it); 0: the open-file limit minus 256", (*intValue)(&c.MaxConnections), false},
-		{"register-rate", "RELAY_REGISTER_RATE", "20", "POST /register calls per second per client address (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.RegisterRate), false},
-		{"connect-rate", "RELAY_CONNECT_RATE", "20", "WebSocket upgrades per second per client address (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.ConnectRate), false},
-		{"rate-exempt", "RELAY_RATE_EXEMPT", "127.0.0.0/8,::1/128", "comma-separated address ranges the per-address rates do not apply to", (*strValue)(&c.RateExempt), false},
+		{"register-rate", "RELAY_REGISTER_RATE", "20", "registrations per second per client address without an API key, i.e. in the open mode, loopback excepted (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.RegisterRate), false},
+		{"connect-rate", "RELAY_CONNECT_RATE", "50", "WebSocket upgrades per second per client address (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.ConnectRate), false},
+		{"rate-exempt", "RELAY_RATE_EXEMPT", "", "comma-separated address ranges the per-address rates do not apply to", (*strValue)(&c.RateExempt), false},
 		{"message-rate", "RELAY_MESSAGE_RATE", "50", "messages per second one client may send (bursts of twice that; closed with 4004 past it); 0: no limit", (*floatValue)(&c.MessageRate), false},
 		{"tls-cert", "RELAY_TLS_CERT", "", "certificate file (PEM) to serve HTTPS and wss:// with", (*strValue)(&c.TLSCert), false},
 		{"tls-key", "RELAY_TLS_KEY", "", "private key file (PEM) for -tls-cert", (*strValue)(&c.TLSKey), false},
@@ -357,8 +358,13 @@ func (c *serveConfig) serverConfig() server.Config {
 	sc.Metrics = c.Metrics
 	sc.API.MetricsNeedKey = c.MetricsNeedKey
 	exempt, _ := parsePrefixes(c.RateExempt) // validated
-	if c.RegisterRate > 0 {
-		sc.API.RegisterLimit = ratelimit.New(c.RegisterRate, int(2*c.RegisterRate), exempt, 100_000)
+	// Registration is rate-limited where anyone may register: the open
+	// mode. With API keys only trusted backends register, in bulk, bounded
+	// by -max-registrations. The local backend of the open mode (loopback)
+	// registers freely.
+	if c.RegisterRate > 0 && c.APIKeys == "" && c.APIKeysFile == "" {
+		loop := append(slices.Clone(exempt), netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+		sc.API.RegisterLimit = ratelimit.New(c.RegisterRate, int(2*c.RegisterRate), loop, 100_000)
 	}
 	if c.ConnectRate > 0 {
 		sc.API.ConnectLimit = ratelimit.New(c.ConnectRate, int(2*c.ConnectRate), exempt, 100_000)

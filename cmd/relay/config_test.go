@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +164,31 @@ func TestTokenSubcommand(t *testing.T) {
 		if code := run(args, env(nil), &out, &errb); code != 2 {
 			t.Fatalf("%v: exit %d, want 2", args, code)
 		}
+	}
+}
+
+func TestRateLimitPolicy(t *testing.T) {
+	open, _ := parseServe(nil, env(nil), &bytes.Buffer{})
+	sc := open.serverConfig()
+	if sc.API.RegisterLimit == nil || sc.API.ConnectLimit == nil {
+		t.Fatal("the open mode should rate-limit registrations and upgrades")
+	}
+	now := time.Now()
+	lo, far := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.0.2.7")
+	for range 100 {
+		if !sc.API.RegisterLimit.Allow(lo, now) {
+			t.Fatal("the local backend was rate-limited registering in the open mode")
+		}
+	}
+	limited := false
+	for range 100 {
+		limited = limited || !sc.API.RegisterLimit.Allow(far, now)
+	}
+	if !limited {
+		t.Fatal("100 registrations in an instant from one remote address were not limited")
+	}
+	keyed, _ := parseServe(nil, env(map[string]string{"RELAY_API_KEYS": "a-key-long-enough-123"}), &bytes.Buffer{})
+	if sc := keyed.serverConfig(); sc.API.RegisterLimit != nil || sc.API.ConnectLimit == nil {
+		t.Fatal("with API keys, registrations (key holders) are not rate-limited; upgrades still are")
 	}
 }
