@@ -344,6 +344,13 @@ func final(err error) bool {
 func (s *Stream) redial() (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
+	go func() { // Close must not wait for a dial in progress
+		select {
+		case <-s.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	url := s.url
 	if s.opts.Reconnect != nil {
 		u, err := s.opts.Reconnect(ctx)
