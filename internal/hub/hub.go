@@ -597,11 +597,22 @@ func (h *Hub) Fanout(m *relay.Message) int {
 	d := &relay.Delivery{Msg: m}
 	n := 0
 	if m.HasUser {
+		// Through the topic's member, so a socket that is recovering the
+		// topic gets the message after its acknowledgement and replay, like
+		// any other. The shard's write lock orders this with the topic's
+		// own fan-out, which may append to the same pending buffer.
+		sh := h.shard(m.Topic)
 		h.regMu.RLock()
 		for _, c := range h.users[m.User] {
 			c.mu.Lock()
-			if c.sub != nil && slices.Contains(c.topics, m.Topic) && c.sub.Deliver(d) {
-				n++
+			if c.sub != nil && slices.Contains(c.topics, m.Topic) {
+				sh.mu.Lock()
+				if t := sh.topics[m.Topic]; t != nil {
+					if i := t.index(c.sub); i >= 0 && t.list[i].deliver(d) {
+						n++
+					}
+				}
+				sh.mu.Unlock()
 			}
 			c.mu.Unlock()
 		}

@@ -14,10 +14,10 @@ const shardCount = 32
 
 var shardSeed = maphash.MakeSeed()
 
-// shard is one part of the topic → members index. Fan-out holds mu for
-// reading (the broker guarantees one fan-out at a time per topic, so a
-// member's pending buffer has one writer); every change holds it for
-// writing.
+// shard is one part of the topic → members index. A topic's fan-out
+// holds mu for reading (the broker guarantees one fan-out at a time per
+// topic, so a member's pending buffer has one writer); messages to one
+// user and every change hold it for writing.
 type shard struct {
 	mu     sync.RWMutex
 	topics map[string]*topic

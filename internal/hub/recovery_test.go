@@ -128,3 +128,36 @@ func TestPresenceEventsWaitForRecovery(t *testing.T) {
 		t.Fatalf("presence = %+v", p)
 	}
 }
+
+// TestPrivateMessageWaitsForRecovery publishes to the subscriber's user
+// while it recovers: the message must reach it after the acknowledgement,
+// like the topic's own messages, not before.
+func TestPrivateMessageWaitsForRecovery(t *testing.T) {
+	h := hub.New(hub.Config{}, nil)
+	b := memorybroker.New(memorybroker.Config{}, h)
+	ctx := context.Background()
+	id, _ := h.Register(1)
+	rec := &recorder{}
+	c, _ := h.Attach(id, rec, false)
+	hist := privateDuringHistory{b: b}
+	var order []string
+	opts := hub.SubscribeOptions{History: hist, Ready: func(string, hub.Subscribed) {
+		rec.mu.Lock()
+		order = append(order, fmt.Sprintf("ready after %d deliveries", len(rec.offsets)))
+		rec.mu.Unlock()
+	}}
+	if err := h.Subscribe(ctx, c, rec, []string{"t"}, opts); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(order) != "[ready after 0 deliveries]" || fmt.Sprint(rec.offsets) != "[0]" {
+		t.Fatalf("order %v, offsets delivered %v: the private message must follow the acknowledgement", order, rec.offsets)
+	}
+}
+
+// privateDuringHistory publishes to user 1 on "t" while history is read.
+type privateDuringHistory struct{ b *memorybroker.Broker }
+
+func (p privateDuringHistory) History(ctx context.Context, topic string, since uint64, limit int) (relay.HistoryPage, error) {
+	p.b.Publish(ctx, &relay.Message{Topic: "t", HasUser: true, User: 1, Data: []byte("psst")}, relay.PublishOptions{})
+	return p.b.History(ctx, topic, since, limit)
+}

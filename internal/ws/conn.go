@@ -190,23 +190,34 @@ func (c *Conn) finish() {
 }
 
 // drainedLocked runs when a writer has sent everything queued. It releases
-// the output side and says whether the connection must now be finished.
-// When the queue ended with the close frame it shuts the write side, so the
-// client sees the close frame then EOF, and waits for the client's reply
-// unless the reader has already stopped.
-func (c *Conn) drainedLocked() (finish bool) {
+// the output side and says what the caller must do once it has unlocked:
+// finish the connection, or shut its write side. When the queue ended with
+// the close frame, the write side is shut so the client sees the close
+// frame then EOF, and the client's reply is awaited unless the reader has
+// already stopped. The caller acts after unlocking because shutting a TLS
+// connection's write side writes an alert, which may block.
+func (c *Conn) drainedLocked() (finish, shutWrite bool) {
 	c.scheduled = false
 	if c.state != stateClosing {
-		return false
+		return false, false
 	}
 	if c.readDone {
-		return true
+		return true, false
 	}
 	c.state = stateCloseSent
-	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
+	return false, true
+}
+
+// afterDrain carries out what drainedLocked asked for.
+func (c *Conn) afterDrain(finish, shutWrite bool) {
+	switch {
+	case finish:
+		c.finish()
+	case shutWrite:
+		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
 	}
-	return false
 }
 
 // keepalive runs on every tick of the shared ticker: it pings the

@@ -63,16 +63,17 @@ func (c *Conn) readLoop() {
 	defer c.readerExit()
 	for {
 		buf, n, err := c.read()
-		if err != nil || n == 0 {
-			if buf != nil {
-				readBufs.Put(buf)
+		if n > 0 { // handle the data even when an error came with it (TLS: data then close_notify)
+			c.lastHeard.Store(time.Now().UnixNano())
+			more := c.consume((*buf)[:n])
+			readBufs.Put(buf)
+			if !more {
+				return
 			}
-			return
+		} else if buf != nil {
+			readBufs.Put(buf)
 		}
-		c.lastHeard.Store(time.Now().UnixNano())
-		more := c.consume((*buf)[:n])
-		readBufs.Put(buf)
-		if !more {
+		if err != nil || n == 0 {
 			return
 		}
 	}
@@ -116,6 +117,13 @@ func (c *Conn) read() (*[]byte, int, error) {
 // violation.
 func (c *Conn) readerExit() {
 	c.rd.partial, c.rd.msg = nil, nil
+	// Leave the poller first: until readDone is set nobody else closes a
+	// polled socket, so the descriptor still names this connection (set
+	// later, a close elsewhere could let a new connection reuse it, and
+	// the removal would hit that one).
+	if c.p != nil {
+		c.p.remove(c, int(c.fd))
+	}
 	c.mu.Lock()
 	c.readDone = true
 	// Open: the client went away without a close frame. CloseSent: the
@@ -124,9 +132,6 @@ func (c *Conn) readerExit() {
 	fin := c.state == stateOpen || c.state == stateCloseSent
 	closed := c.state == stateClosed
 	c.mu.Unlock()
-	if c.p != nil {
-		c.p.remove(c, int(c.fd))
-	}
 	if fin {
 		c.finish()
 	} else if closed && c.p != nil {

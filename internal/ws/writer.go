@@ -164,17 +164,16 @@ func (c *Conn) flush(w *writer) {
 		c.queue = q[:0]
 	}
 	again := len(c.queue) > 0 && c.state != stateClosed
-	fin := false
+	var fin, shut bool
 	if !again {
-		fin = c.drainedLocked()
+		fin, shut = c.drainedLocked()
 	}
 	c.mu.Unlock()
-	switch {
-	case again:
+	if again {
 		w.add(c) // more arrived while writing: flush it in the next round
-	case fin:
-		c.finish()
+		return
 	}
+	c.afterDrain(fin, shut)
 }
 
 // writeOut writes p without blocking. If the socket takes only part of it,
@@ -255,11 +254,9 @@ func (c *Conn) writeBlocking(first []byte, rest [][]byte) {
 		first = nil
 		c.mu.Lock()
 		if len(c.queue) == 0 || c.state == stateClosed {
-			fin := c.drainedLocked()
+			fin, shut := c.drainedLocked()
 			c.mu.Unlock()
-			if fin {
-				c.finish()
-			}
+			c.afterDrain(fin, shut)
 			return
 		}
 		rest = c.queue
