@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -78,6 +79,7 @@ type topicState struct {
 	presence bool
 	pos      *Position // nil until the first subscribed frame
 	ready    chan struct{}
+	users    map[uint64]bool // who is present, with presence
 }
 
 // Position is a point in a topic's stream.
@@ -266,6 +268,24 @@ func (s *Stream) Position(topic string) (Position, bool) {
 	return Position{}, false
 }
 
+// Present returns the users present on a topic subscribed with presence,
+// kept up to date by join and leave events, in ascending order (at most
+// the 1000 the server lists on subscribe, plus later joins).
+func (s *Stream) Present(topic string) []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.topics[topic]
+	if st == nil || st.users == nil {
+		return nil
+	}
+	out := make([]uint64, 0, len(st.users))
+	for u := range st.users {
+		out = append(out, u)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Close ends the stream with a normal close.
 func (s *Stream) Close() error {
 	s.once.Do(func() { close(s.quit) })
@@ -432,6 +452,7 @@ type frame struct {
 	Message   string          `json:"message"`
 	UserID    uint64          `json:"user_id"`
 	Recovered bool            `json:"recovered"`
+	Users     *[]uint64       `json:"users"`
 }
 
 // read handles frames until the connection fails.
@@ -452,6 +473,15 @@ func (s *Stream) read(ws *websocket.Conn) error {
 				return errors.New("relay: stream closed")
 			}
 		case "join", "leave":
+			s.mu.Lock()
+			if st := s.topics[f.Topic]; st != nil && st.users != nil {
+				if f.Type == "join" {
+					st.users[f.UserID] = true
+				} else {
+					delete(st.users, f.UserID)
+				}
+			}
+			s.mu.Unlock()
 			if !s.emit(Event{Type: f.Type, Topic: f.Topic, UserID: f.UserID}) {
 				return errors.New("relay: stream closed")
 			}
@@ -501,6 +531,12 @@ func (s *Stream) subscribed(f frame) bool {
 	s.mu.Lock()
 	st := s.topics[f.Topic]
 	var gap *Event
+	if st != nil && f.Users != nil { // a fresh snapshot of who is present
+		st.users = make(map[uint64]bool, len(*f.Users))
+		for _, u := range *f.Users {
+			st.users[u] = true
+		}
+	}
 	if st != nil && f.Offset != nil {
 		switch {
 		case st.pos == nil:

@@ -211,3 +211,35 @@ func TestStreamStopsWhenUnregistered(t *testing.T) {
 	}
 
 }
+
+// TestStreamPresence keeps the set of present users from the subscribe
+// snapshot and the join and leave events that follow.
+func TestStreamPresence(t *testing.T) {
+	in := relaytest.Start(t, server.Config{})
+	ctx := ctxT(t)
+	_, other := connect(t, in, 8) // a seed client of user 8, on "cats"
+	if err := other.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := in.Client.OpenStream(ctx, register(t, in, 7).URL, client.StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Subscribe(ctx, true, "cats"); err != nil {
+		t.Fatal(err)
+	}
+	if e := nextEvent(t, s); e.Type != "join" || e.UserID != 7 {
+		t.Fatalf("event %+v, want its own join", e)
+	}
+	if got := fmt.Sprint(s.Present("cats")); got != "[7 8]" {
+		t.Fatalf("present = %s, want [7 8]", got)
+	}
+	other.Close()
+	if e := nextEvent(t, s); e.Type != "leave" || e.UserID != 8 {
+		t.Fatalf("event %+v, want user 8 leaving", e)
+	}
+	if got := fmt.Sprint(s.Present("cats")); got != "[7]" {
+		t.Fatalf("present = %s, want [7]", got)
+	}
+}
