@@ -141,7 +141,10 @@ func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 }
 
 // subscribe adds topics, recovering those in since, and answers each topic
-// with a subscribed frame before its replay.
+// with a subscribed frame before its replay. It runs on the socket's reader,
+// for most sockets the epoll loop shared with many others, so the history
+// read must not block: the in-memory engine never does; a networked engine
+// will need a hand-off here.
 func (s *v1Session) subscribe(c *ws.Conn, cmd v1Command) error {
 	if len(cmd.Topics) == 0 {
 		return fmt.Errorf(`subscribe needs "topics": a non-empty array of topic names: %w`, relay.ErrInvalid)
