@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -61,9 +62,11 @@ func request(t *testing.T, method, url, body string, hdr ...string) (int, http.H
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b := make([]byte, 64<<10)
-	n, _ := resp.Body.Read(b)
-	return resp.StatusCode, resp.Header, string(b[:n])
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
 }
 
 // TestAPIKeysGuardServerSideCalls: every server-side call needs a valid key

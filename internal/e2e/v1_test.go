@@ -409,25 +409,7 @@ func presenceOf(t *testing.T, in *relaytest.Instance, topic string) string {
 
 func doJSON(t *testing.T, in *relaytest.Instance, method, path, body string) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, in.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var sb strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := resp.Body.Read(buf)
-		sb.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return resp.StatusCode, resp.Header, sb.String()
+	return request(t, method, in.URL+path, body)
 }
 
 func TestIdempotentPublish(t *testing.T) {

@@ -22,6 +22,3 @@ var closeCodes = [...]struct {
 	relay.CloseIdle:            {4003, "idle timeout"},
 	relay.CloseRateLimited:     {4004, "rate limit: too many messages"},
 }
-
-// CloseCode returns the WebSocket close code sent for reason.
-func CloseCode(reason relay.CloseReason) uint16 { return closeCodes[reason].code }

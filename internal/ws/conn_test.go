@@ -182,21 +182,6 @@ func readUntilClose(t *testing.T, nc net.Conn, br *bufio.Reader) (uint16, []stri
 	}
 }
 
-func wsCloseCode(t *testing.T, ws *websocket.Conn) int {
-	t.Helper()
-	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		_, _, err := ws.ReadMessage()
-		if err == nil {
-			continue
-		}
-		if ce, ok := err.(*websocket.CloseError); ok {
-			return ce.Code
-		}
-		t.Fatalf("read ended without a close frame: %v", err)
-	}
-}
-
 func TestEchoAndFragmentedMessage(t *testing.T) {
 	bothModes(t, func(t *testing.T, goroutines bool) {
 		h := startHarness(t, Config{}, true, goroutines)
