@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -45,6 +46,8 @@ type serveConfig struct {
 	ReconnectGrace   time.Duration
 	ShutdownTimeout  time.Duration
 	History          historyRules
+	HistoryBudget    byteSize
+	MaxStreams       int
 	IdempotencyTTL   time.Duration
 	Metrics          bool
 	MetricsNeedKey   bool
@@ -96,6 +99,8 @@ func options(c *serveConfig) []option {
 		{"reconnect-grace", "RELAY_RECONNECT_GRACE", "30s", "keep a registration this long after its socket closes so the same URL can reconnect; 0 forgets it at once", (*durValue)(&c.ReconnectGrace), false},
 		{"shutdown-timeout", "RELAY_SHUTDOWN_TIMEOUT", "10s", "on SIGINT/SIGTERM, time allowed to finish requests and close sockets", (*durValue)(&c.ShutdownTimeout), false},
 		{"history", "RELAY_HISTORY", "100/5m/1MiB", "history kept per topic, as size/ttl[/bytes]; add prefix=size/ttl[/bytes] entries, comma-separated, for topics starting with prefix (longest wins), e.g. 100/5m,chat.=1000/1h,tmp.=0", &c.History, false},
+		{"history-budget", "RELAY_HISTORY_BUDGET", "128MiB", "history kept across all topics (payloads, topic names and 128 bytes per message); past it the oldest messages of the least recently published topics are dropped", &c.HistoryBudget, false},
+		{"max-streams", "RELAY_MAX_STREAMS", "100000", "most topics with a stream (offsets, epoch, history) at once; past it the least recently published topic's stream is dropped and its next publish starts a new epoch", (*intValue)(&c.MaxStreams), false},
 		{"idempotency-window", "RELAY_IDEMPOTENCY_WINDOW", "2m", "how long a publish's idempotency_key is remembered", (*durValue)(&c.IdempotencyTTL), false},
 		{"metrics", "RELAY_METRICS", "true", "serve Prometheus metrics at /metrics on the main listener", (*boolValue)(&c.Metrics), false},
 		{"admin-addr", "RELAY_ADMIN_ADDR", "", "listen address for pprof and /metrics (keep it private); empty: off", (*strValue)(&c.AdminAddr), false},
@@ -191,6 +196,8 @@ func (c *serveConfig) validate() []error {
 		{"-registration-ttl / RELAY_REGISTRATION_TTL", int64(c.RegistrationTTL)},
 		{"-shutdown-timeout / RELAY_SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout)},
 		{"-idempotency-window / RELAY_IDEMPOTENCY_WINDOW", int64(c.IdempotencyTTL)},
+		{"-history-budget / RELAY_HISTORY_BUDGET", int64(c.HistoryBudget)},
+		{"-max-streams / RELAY_MAX_STREAMS", int64(c.MaxStreams)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -205,6 +212,9 @@ func (c *serveConfig) validate() []error {
 	}
 	if c.MaxMessage > 0 && c.MaxBody > 0 && c.MaxBody <= c.MaxMessage {
 		bad("-max-body / RELAY_MAX_BODY (%s) must be larger than -max-message / RELAY_MAX_MESSAGE (%s), or no publish could carry the largest message", c.MaxBody, c.MaxMessage)
+	}
+	if c.HistoryBudget > 0 && c.HistoryBudget < c.MaxMessage+c.MaxBody {
+		bad("-history-budget / RELAY_HISTORY_BUDGET (%s) must be at least -max-message plus -max-body (%s), or one large publish would empty every topic's history", c.HistoryBudget, c.MaxMessage+c.MaxBody)
 	}
 	if c.TLSCert != "" && c.TLSKey == "" || c.TLSCert == "" && c.TLSKey != "" {
 		bad("-tls-cert / RELAY_TLS_CERT and -tls-key / RELAY_TLS_KEY go together")
@@ -354,6 +364,8 @@ func (c *serveConfig) serverConfig() server.Config {
 		}
 	}
 	sc.Memory.History = c.History
+	sc.Memory.HistoryBudget = int64(c.HistoryBudget)
+	sc.Memory.MaxStreams = c.MaxStreams
 	sc.Memory.IdempotencyWindow = c.IdempotencyTTL
 	sc.Metrics = c.Metrics
 	sc.API.MetricsNeedKey = c.MetricsNeedKey
@@ -547,8 +559,10 @@ type floatValue float64
 
 func (v *floatValue) Set(s string) error {
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return fmt.Errorf("not a number")
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		// NaN compares false with everything, so it would pass every
+		// range check and disable the limit it sets.
+		return fmt.Errorf("not a finite number")
 	}
 	*v = floatValue(f)
 	return nil

@@ -53,6 +53,11 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{[]string{"-history", "chat.=10/1m"}, nil, "no default"},
 		{[]string{"-history", "10/soon"}, nil, "ttl must be a positive duration"},
 		{[]string{"-history", "10/1m,a=1/1m,a=2/1m"}, nil, `prefix "a" given twice`},
+		{[]string{"-connect-rate", "NaN"}, nil, "-connect-rate: not a finite number"},
+		{nil, map[string]string{"RELAY_MESSAGE_RATE": "NaN"}, `RELAY_MESSAGE_RATE="NaN": not a finite number`},
+		{[]string{"-register-rate", "+Inf"}, nil, "not a finite number"},
+		{[]string{"-history-budget", "1MiB"}, nil, "-history-budget / RELAY_HISTORY_BUDGET (1MiB) must be at least"},
+		{[]string{"-max-streams", "0"}, nil, "-max-streams / RELAY_MAX_STREAMS must be greater than zero"},
 	}
 	for _, tt := range tests {
 		_, err := parseServe(tt.args, env(tt.env), &bytes.Buffer{})

@@ -99,8 +99,10 @@ func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
 	return p, nil
 }
 
-// decodeTopics decodes the seed protocol's {"topics": [...]} command.
-func decodeTopics(msg []byte) ([]string, error) {
+// decodeTopics decodes the seed protocol's {"topics": [...]} command,
+// refusing more than maxTopics names before decoding any (see
+// decodeV1Command).
+func decodeTopics(msg []byte, maxTopics int) ([]string, error) {
 	var raw []byte
 	err := decodeObject(msg, func(key, val []byte) {
 		if fieldIs(key, "topics") {
@@ -113,7 +115,14 @@ func decodeTopics(msg []byte) ([]string, error) {
 	if isNull(raw) {
 		return nil, fmt.Errorf(`topics is required: send {"topics": ["name", ...]}: %w`, relay.ErrInvalid)
 	}
-	var topics []string
+	n := elements(raw)
+	switch {
+	case n < 0:
+		return nil, fmt.Errorf("topics must be an array of strings: %w", relay.ErrInvalid)
+	case n > maxTopics:
+		return nil, fmt.Errorf("too many topics: %d named, at most %d per connection: %w", n, maxTopics, relay.ErrLimit)
+	}
+	topics := make([]string, 0, n)
 	if err := json.Unmarshal(raw, &topics); err != nil {
 		return nil, fmt.Errorf("topics must be an array of strings: %w", relay.ErrInvalid)
 	}
@@ -217,4 +226,83 @@ func excerpt(b []byte) string {
 		s += "…"
 	}
 	return s
+}
+
+// decodeV1Command decodes a relay.v1 command as encoding/json would decode
+// it into v1Command (keys matched case-insensitively, the last of a
+// repeated key winning, unknown keys ignored), except that topics and
+// since are counted on the raw JSON and refused past maxTopics before
+// they are decoded: a command is up to the message limit (64 KiB) and
+// runs on a read loop other sockets share, so naming thousands of topics
+// must cost one scan, not thousands of allocations. Shape errors wrap
+// relay.ErrInvalid, counts relay.ErrLimit; the id is kept whenever it
+// could be read, so an error can answer it.
+func decodeV1Command(msg []byte, maxTopics int) (v1Command, error) {
+	var cmd v1Command
+	var typ, id, topics, since, presence []byte
+	err := members(msg, func(key, val []byte) {
+		switch {
+		case fieldIs(key, "type"):
+			typ = val
+		case fieldIs(key, "id"):
+			id = val
+		case fieldIs(key, "topics"):
+			topics = val
+		case fieldIs(key, "since"):
+			since = val
+		case fieldIs(key, "presence"):
+			presence = val
+		}
+	})
+	if err == errNotObject {
+		return cmd, fmt.Errorf("command must be a JSON object: %w", relay.ErrInvalid)
+	}
+	if err != nil {
+		return cmd, fmt.Errorf("command is not valid JSON (%v): %w", err, relay.ErrInvalid)
+	}
+	if id != nil {
+		cmd.ID = json.RawMessage(bytes.Clone(id))
+	}
+	if !isNull(typ) {
+		t, err := decodeString("type", typ)
+		if err != nil {
+			return cmd, err
+		}
+		cmd.Type = string(t)
+	}
+	if !isNull(presence) {
+		switch string(presence) {
+		case "true":
+			cmd.Presence = true
+		case "false":
+		default:
+			return cmd, fmt.Errorf("presence must be true or false, got %s: %w", excerpt(presence), relay.ErrInvalid)
+		}
+	}
+	if !isNull(topics) {
+		n := elements(topics)
+		switch {
+		case n < 0:
+			return cmd, fmt.Errorf("topics must be an array of topic names, got %s: %w", excerpt(topics), relay.ErrInvalid)
+		case n > maxTopics:
+			return cmd, fmt.Errorf("command names %d topics; a connection may have at most %d: %w", n, maxTopics, relay.ErrLimit)
+		}
+		cmd.Topics = make([]string, 0, n)
+		if err := json.Unmarshal(topics, &cmd.Topics); err != nil {
+			return cmd, fmt.Errorf("topics must be an array of strings: %w", relay.ErrInvalid)
+		}
+	}
+	if !isNull(since) {
+		n := 0
+		if since[0] != '{' || members(since, func(_, _ []byte) { n++ }) != nil {
+			return cmd, fmt.Errorf(`since must be an object of topic → {"offset": N, "epoch": E}, got %s: %w`, excerpt(since), relay.ErrInvalid)
+		}
+		if n > maxTopics {
+			return cmd, fmt.Errorf("since names %d topics; a connection may have at most %d: %w", n, maxTopics, relay.ErrLimit)
+		}
+		if err := json.Unmarshal(since, &cmd.Since); err != nil {
+			return cmd, fmt.Errorf(`since must map topics to {"offset": N, "epoch": E}: %v: %w`, err, relay.ErrInvalid)
+		}
+	}
+	return cmd, nil
 }

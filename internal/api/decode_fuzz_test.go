@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -99,7 +100,7 @@ func FuzzDecodeTopics(f *testing.F) {
 	f.Add([]byte(`{"topics":["cats","dogs"]}`))
 	f.Add([]byte(`{"topics":[]}`))
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		topics, err := decodeTopics(msg)
+		topics, err := decodeTopics(msg, 1<<20)
 		checkValidity(t, msg, err)
 		if err != nil {
 			checkRefusal(t, err)
@@ -165,6 +166,46 @@ func FuzzDecodeBatch(f *testing.F) {
 			if !json.Valid(ev) {
 				t.Fatalf("event %q is not JSON", ev)
 			}
+		}
+	})
+}
+
+// FuzzDecodeV1Command holds the relay.v1 command decoder to encoding/json:
+// within the topic limit it accepts and decodes exactly what
+// json.Unmarshal does, and past it it refuses with ErrLimit.
+func FuzzDecodeV1Command(f *testing.F) {
+	f.Add([]byte(`{"type":"subscribe","id":1,"topics":["a","b"],"since":{"a":{"offset":3,"epoch":"e"}},"presence":true}`))
+	f.Add([]byte(`{"TYPE":"ping","id":"x"}`))
+	f.Add([]byte(`{"topics":["a","b","c","d","e"]}`))
+	f.Add([]byte(`{"type":5}`))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		const max = 4
+		cmd, err := decodeV1Command(msg, max)
+		if errors.Is(err, relay.ErrLimit) {
+			var ref struct {
+				Topics []json.RawMessage
+				Since  map[string]json.RawMessage
+			}
+			if json.Unmarshal(msg, &ref) == nil && len(ref.Topics) <= max && len(ref.Since) <= max {
+				// A since with repeated keys counts each: refusing it is fine.
+				if !strings.Contains(err.Error(), "since names") {
+					t.Fatalf("refused %q for its size (%v), but it names %d topics", msg, err, len(ref.Topics))
+				}
+			}
+			return
+		}
+		var ref v1Command
+		refErr := json.Unmarshal(msg, &ref)
+		if (err == nil) != (refErr == nil) {
+			t.Fatalf("decodeV1Command(%q) error = %v, encoding/json says %v", msg, err, refErr)
+		}
+		if err != nil {
+			checkRefusal(t, err)
+			return
+		}
+		if cmd.Type != ref.Type || cmd.Presence != ref.Presence || string(cmd.ID) != string(ref.ID) ||
+			!reflect.DeepEqual(cmd.Topics, ref.Topics) || !reflect.DeepEqual(cmd.Since, ref.Since) {
+			t.Fatalf("decodeV1Command(%q) = %+v, encoding/json says %+v", msg, cmd, ref)
 		}
 	})
 }

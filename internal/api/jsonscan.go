@@ -311,3 +311,31 @@ func unquoteJSON(raw []byte) ([]byte, error) {
 	err := json.Unmarshal(raw, &v)
 	return []byte(v), err
 }
+
+// elements returns how many elements the JSON array in b has, or -1 when
+// b is not an array. b must be valid JSON (a value members returned), so
+// counting costs one pass and no allocation: a command can be refused for
+// naming too many topics before any of them is decoded.
+func elements(b []byte) int {
+	s := scanner{b: b}
+	s.space()
+	if s.peek() != '[' {
+		return -1
+	}
+	s.i++
+	s.space()
+	if s.peek() == ']' {
+		return 0
+	}
+	for n := 1; ; n++ {
+		s.space()
+		if s.value(1) != nil {
+			return -1
+		}
+		s.space()
+		if s.peek() != ',' {
+			return n
+		}
+		s.i++
+	}
+}

@@ -103,7 +103,7 @@ func (s *seedSession) HandleText(c *ws.Conn, msg []byte) {
 	if string(bytes.TrimSpace(msg)) == "ping" { // websocat sends "ping\n"
 		return
 	}
-	topics, err := decodeTopics(msg)
+	topics, err := decodeTopics(msg, s.api.hub.MaxTopics())
 	if err == nil {
 		err = s.api.hub.SetTopics(s.client, c, topics)
 	}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -111,12 +112,15 @@ func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 	if s.client == nil {
 		return
 	}
-	var cmd v1Command
-	if err := json.Unmarshal(msg, &cmd); err != nil {
-		s.reply(c, errorFrame(nil, "bad_request", "command is not a JSON object with valid fields: "+err.Error()))
+	cmd, err := decodeV1Command(msg, s.api.hub.MaxTopics())
+	if err != nil {
+		code := "bad_request"
+		if errors.Is(err, relay.ErrLimit) {
+			code = v1Code(err)
+		}
+		s.reply(c, errorFrame(cmd.ID, code, trimSentinel(err)))
 		return
 	}
-	var err error
 	switch cmd.Type {
 	case "subscribe":
 		err = s.subscribe(c, cmd)
@@ -149,9 +153,17 @@ func (s *v1Session) subscribe(c *ws.Conn, cmd v1Command) error {
 	if len(cmd.Topics) == 0 {
 		return fmt.Errorf(`subscribe needs "topics": a non-empty array of topic names: %w`, relay.ErrInvalid)
 	}
-	for t := range cmd.Since {
-		if !contains(cmd.Topics, t) {
-			return fmt.Errorf("since names topic %q, which is not in topics: %w", t, relay.ErrInvalid)
+	// decodeV1Command bounded topics and since; the since check uses a
+	// set, since both may hold -max-topics names.
+	if len(cmd.Since) > 0 {
+		if len(cmd.Since) > len(cmd.Topics) {
+			return fmt.Errorf("since names %d topics but topics only %d; since may only name topics in topics: %w", len(cmd.Since), len(cmd.Topics), relay.ErrInvalid)
+		}
+		names := newStringSet(cmd.Topics)
+		for t := range cmd.Since {
+			if !names[t] {
+				return fmt.Errorf("since names topic %q, which is not in topics: %w", t, relay.ErrInvalid)
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -230,15 +242,6 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func newStringSet(list []string) map[string]bool {

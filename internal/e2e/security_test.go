@@ -51,7 +51,7 @@ func secured(t *testing.T, cfg server.Config) *relaytest.Instance {
 	return in
 }
 
-func request(t *testing.T, method, url, body string, hdr ...string) (int, http.Header, string) {
+func request(t testing.TB, method, url, body string, hdr ...string) (int, http.Header, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	for i := 0; i+1 < len(hdr); i += 2 {

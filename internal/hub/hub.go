@@ -93,7 +93,7 @@ type Hub struct {
 
 	regMu   sync.RWMutex
 	clients map[relay.ClientID]*Client
-	users   map[relay.UserID][]*Client
+	users   map[relay.UserID]*clientSet
 	expiry  expiryHeap
 
 	topics [shardCount]shard
@@ -120,7 +120,7 @@ func New(cfg Config, log *slog.Logger) *Hub {
 		cfg:     cfg.withDefaults(),
 		log:     log,
 		clients: make(map[relay.ClientID]*Client),
-		users:   make(map[relay.UserID][]*Client),
+		users:   make(map[relay.UserID]*clientSet),
 	}
 	for i := range h.topics {
 		h.topics[i].topics = make(map[string]*topic)
@@ -130,6 +130,10 @@ func New(cfg Config, log *slog.Logger) *Hub {
 
 // Stats returns the hub's live counters.
 func (h *Hub) Stats() *Stats { return &h.stats }
+
+// MaxTopics returns the most topics one connection may have, so that
+// callers can refuse a larger command before doing any work for it.
+func (h *Hub) MaxTopics() int { return h.cfg.MaxTopics }
 
 // Client is one registration: an id bound to a user, the topics it wants
 // and, while connected, its socket.
@@ -182,7 +186,7 @@ func (h *Hub) Register(user relay.UserID) (relay.ClientID, error) {
 			h.cfg.MaxRegistrations, h.cfg.RegistrationTTL, relay.ErrLimit)
 	}
 	h.clients[c.ID] = c
-	h.users[user] = append(h.users[user], c)
+	h.addUserLocked(c)
 	h.setDeadlineLocked(c, time.Now().Add(h.cfg.RegistrationTTL))
 	h.stats.Registrations.Add(1)
 	return c.ID, nil
@@ -221,16 +225,25 @@ func (h *Hub) removeLocked(c *Client) {
 	h.stats.Registrations.Add(-1)
 }
 
+// addUserLocked adds c to the user index. The caller holds regMu.
+func (h *Hub) addUserLocked(c *Client) {
+	set := h.users[c.User]
+	if set == nil {
+		set = &clientSet{}
+		h.users[c.User] = set
+	}
+	set.add(c)
+}
+
 // dropUserLocked removes c from the user index. The caller holds regMu.
 func (h *Hub) dropUserLocked(c *Client) {
-	list := h.users[c.User]
-	if i := slices.Index(list, c); i >= 0 {
-		list = slices.Delete(list, i, i+1)
+	set := h.users[c.User]
+	if set == nil {
+		return
 	}
-	if len(list) == 0 {
+	set.remove(c)
+	if set.len() == 0 {
 		delete(h.users, c.User)
-	} else {
-		h.users[c.User] = list
 	}
 }
 
@@ -304,7 +317,7 @@ func (h *Hub) Connect(user relay.UserID, sub relay.Subscriber, allowed TopicFilt
 		}
 	}
 	h.regMu.Lock()
-	h.users[user] = append(h.users[user], c)
+	h.addUserLocked(c)
 	h.regMu.Unlock()
 	h.stats.Connections.Add(1)
 	c.mu.Lock()
@@ -565,8 +578,9 @@ func (h *Hub) normalize(topics []string) ([]string, error) {
 }
 
 // CheckTopic validates a topic name: 1 to MaxTopicLength bytes of UTF-8
-// without control characters, white space or '*' (which token topic
-// patterns use as a wildcard).
+// without control characters, invisible format characters (Unicode
+// category Cf), white space or '*' (which token topic patterns use as a
+// wildcard).
 func (h *Hub) CheckTopic(t string) error {
 	if t == "" {
 		return fmt.Errorf("topic must not be empty: %w", relay.ErrInvalid)
@@ -581,6 +595,10 @@ func (h *Hub) CheckTopic(t string) error {
 		switch {
 		case r < 0x20 || r == 0x7f || unicode.IsControl(r):
 			return fmt.Errorf("topic %q contains a control character: %w", t, relay.ErrInvalid)
+		case unicode.Is(unicode.Cf, r):
+			// Invisible format characters (zero-width space, bidi overrides)
+			// make two topics look alike, or one look like another.
+			return fmt.Errorf("topic %q contains the invisible format character %U: %w", t, r, relay.ErrInvalid)
 		case unicode.IsSpace(r):
 			return fmt.Errorf("topic %q contains white space: %w", t, relay.ErrInvalid)
 		case r == '*':
@@ -603,18 +621,20 @@ func (h *Hub) Fanout(m *relay.Message) int {
 		// own fan-out, which may append to the same pending buffer.
 		sh := h.shard(m.Topic)
 		h.regMu.RLock()
-		for _, c := range h.users[m.User] {
-			c.mu.Lock()
-			if c.sub != nil && slices.Contains(c.topics, m.Topic) {
-				sh.mu.Lock()
-				if t := sh.topics[m.Topic]; t != nil {
-					if i := t.index(c.sub); i >= 0 && t.list[i].deliver(d) {
-						n++
+		if set := h.users[m.User]; set != nil {
+			set.each(func(c *Client) {
+				c.mu.Lock()
+				if c.sub != nil && slices.Contains(c.topics, m.Topic) {
+					sh.mu.Lock()
+					if t := sh.topics[m.Topic]; t != nil {
+						if i := t.index(c.sub); i >= 0 && t.list[i].deliver(d) {
+							n++
+						}
 					}
+					sh.mu.Unlock()
 				}
-				sh.mu.Unlock()
-			}
-			c.mu.Unlock()
+				c.mu.Unlock()
+			})
 		}
 		h.regMu.RUnlock()
 	} else {
@@ -643,13 +663,32 @@ func (h *Hub) Run(ctx context.Context) error {
 	})
 }
 
+// expireBatch bounds the registrations removed per hold of regMu, so that
+// many expiring together never hold up registers and connects for long.
+const expireBatch = 256
+
 // expire removes every registration whose deadline is not after now and
 // returns how many it removed.
 func (h *Hub) expire(now time.Time) int {
+	n := 0
+	for {
+		removed, more := h.expireSome(now)
+		n += removed
+		if !more {
+			return n
+		}
+	}
+}
+
+// expireSome pops up to expireBatch due deadlines and reports whether more
+// are due.
+func (h *Hub) expireSome(now time.Time) (n int, more bool) {
 	h.regMu.Lock()
 	defer h.regMu.Unlock()
-	n := 0
-	for len(h.expiry) > 0 && !h.expiry[0].at.After(now) {
+	for range expireBatch {
+		if len(h.expiry) == 0 || h.expiry[0].at.After(now) {
+			return n, false
+		}
 		e := heap.Pop(&h.expiry).(expiryEntry)
 		c := e.c
 		if !c.deadline.Equal(e.at) || h.clients[c.ID] != c {
@@ -669,7 +708,7 @@ func (h *Hub) expire(now time.Time) int {
 		h.stats.Expired.Add(1)
 		n++
 	}
-	return n
+	return n, true
 }
 
 func (h *Hub) setDeadlineLocked(c *Client, at time.Time) {

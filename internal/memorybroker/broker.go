@@ -3,20 +3,30 @@
 // counter, epoch, bounded history) in memory and hands publishes straight
 // to the local fan-out.
 //
-// Ownership and locks: Broker.mu guards the stream table; each stream's mu
-// orders its topic's publishes (offset assignment, history append and
-// fan-out happen under it, so every subscriber sees offsets in order);
-// idempotency.mu guards the idempotency table. Lock order: Broker.mu →
-// stream.mu → the hub's locks (inside Fanout); idempotency.mu is never
-// held with another.
+// Every table is bounded: streams (MaxStreams, least recently published
+// dropped first), history bytes across topics (HistoryBudget), epochs
+// handed out for topics nobody published to (MaxFresh, FreshTTL) and
+// idempotency keys (MaxIdempotencyKeys). Only a publish creates a stream:
+// reading a topic that has none stores at most a small fresh entry.
+//
+// Ownership and locks: Broker.mu guards the stream table, its LRU list and
+// the fresh table; each stream's mu orders its topic's publishes (offset
+// assignment, history append and fan-out happen under it, so every
+// subscriber sees offsets in order); budget.mu guards the list of streams
+// holding history and is a leaf; idempotency.mu guards the idempotency
+// table. Lock order: Broker.mu → stream.mu → budget.mu, and stream.mu →
+// the hub's locks (inside Fanout); Broker.mu → the hub's locks (inside
+// Watched). idempotency.mu is never held with another.
 package memorybroker
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayhq/relay/internal/relay"
@@ -37,19 +47,44 @@ type Config struct {
 	// History rules; without a rule for the empty prefix the default is
 	// DefaultHistory.
 	History []HistoryRule
+	// HistoryBudget bounds the history held across all topics: payloads,
+	// topic names and 128 bytes per message. Past it the oldest messages
+	// of the least recently published topics are dropped.
+	HistoryBudget int64 // default 128 MiB
+	// MaxStreams bounds the topics with a stream (topics published to);
+	// past it the least recently published topic's stream is dropped, and
+	// its next publish starts a new epoch.
+	MaxStreams int // default 100,000
+	// MaxFresh and FreshTTL bound the epochs remembered for topics that
+	// were read (subscribed to, or asked for history) but never published
+	// to, so their first message carries the epoch readers were told.
+	MaxFresh int           // default 100,000
+	FreshTTL time.Duration // default 5m; longer while the topic has subscribers
+	// Watched reports whether topic has subscribers on this node: their
+	// stream or fresh epoch is kept while they wait. Nil: none has.
+	Watched func(topic string) bool
 	// IdempotencyWindow is how long a publish's idempotency key is
 	// remembered.
 	IdempotencyWindow time.Duration // default 2m
 	// MaxIdempotencyKeys bounds the keys remembered; past it the oldest
 	// are forgotten early.
 	MaxIdempotencyKeys int // default 100,000
-	// StreamIdle is how long a stream with no history left and no publish
-	// is kept before it is dropped; its next publish starts a new epoch.
+	// StreamIdle is how long a stream with no history left, no publish
+	// and no subscriber is kept before it is dropped; its next publish
+	// starts a new epoch.
 	StreamIdle time.Duration // default 1h
-	// SweepInterval is how often expired history, keys and idle streams
-	// are dropped.
+	// SweepInterval is how often expired history, keys, fresh epochs and
+	// idle streams are dropped.
 	SweepInterval time.Duration // default 1s
 }
+
+// Defaults for the zero Config.
+const (
+	DefaultHistoryBudget = 128 << 20
+	DefaultMaxStreams    = 100_000
+	DefaultMaxFresh      = 100_000
+	DefaultFreshTTL      = 5 * time.Minute
+)
 
 // DefaultHistory is the history kept when no rule says otherwise: the last
 // 100 messages of a topic, for 5 minutes, up to 1 MiB.
@@ -62,6 +97,21 @@ func (c Config) withDefaults() Config {
 	}
 	if !hasDefault {
 		c.History = append([]HistoryRule{DefaultHistory}, c.History...)
+	}
+	if c.HistoryBudget <= 0 {
+		c.HistoryBudget = DefaultHistoryBudget
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.MaxFresh <= 0 {
+		c.MaxFresh = DefaultMaxFresh
+	}
+	if c.FreshTTL <= 0 {
+		c.FreshTTL = DefaultFreshTTL
+	}
+	if c.Watched == nil {
+		c.Watched = func(string) bool { return false }
 	}
 	if c.IdempotencyWindow <= 0 {
 		c.IdempotencyWindow = 2 * time.Minute
@@ -78,25 +128,51 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Stats are the broker's counters, read by the metrics exporter.
+type Stats struct {
+	Streams        atomic.Int64  // topics with a stream
+	Fresh          atomic.Int64  // epochs remembered for topics not yet published to
+	StreamsEvicted atomic.Uint64 // streams dropped because MaxStreams was reached
+	FreshEvicted   atomic.Uint64 // fresh epochs forgotten early because MaxFresh was reached
+}
+
 // Broker is the in-memory relay.Broker. Create it with New.
 type Broker struct {
 	cfg   Config
 	local relay.Fanout
 	idem  idempotency
+	hist  budget
+	stats Stats
 
 	mu      sync.Mutex
 	streams map[string]*stream
+	lru     list.List // of *stream, most recently published first
+	fresh   fresh
+
+	sweepBuf []*stream // owned by Run
 }
 
 // New returns a broker delivering to local. It starts nothing; Run sweeps.
 func New(cfg Config, local relay.Fanout) *Broker {
 	cfg = cfg.withDefaults()
-	return &Broker{
+	b := &Broker{
 		cfg:     cfg,
 		local:   local,
 		streams: make(map[string]*stream),
 		idem:    idempotency{window: cfg.IdempotencyWindow, max: cfg.MaxIdempotencyKeys, keys: make(map[string]*idemEntry)},
 	}
+	b.hist.limit = cfg.HistoryBudget
+	b.fresh.init(cfg.FreshTTL, cfg.MaxFresh)
+	return b
+}
+
+// Stats returns the broker's live counters.
+func (b *Broker) Stats() *Stats { return &b.stats }
+
+// HistoryBytes returns what the history of every topic counts against the
+// budget, and how many messages were dropped to stay within it.
+func (b *Broker) HistoryBytes() (held int64, evicted uint64) {
+	return b.hist.bytes.Load(), b.hist.evicted.Load()
 }
 
 // rule returns the history rule for topic.
@@ -110,16 +186,79 @@ func (b *Broker) rule(topic string) HistoryRule {
 	return best
 }
 
-// stream returns topic's stream, creating it with a fresh epoch.
-func (b *Broker) stream(topic string) *stream {
+// publishing returns topic's stream for a publish, creating it (with the
+// epoch readers were told, if any) and marking it the most recently
+// published.
+func (b *Broker) publishing(topic string, now time.Time) *stream {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.streams[topic]
-	if s == nil {
-		s = &stream{topic: topic, epoch: newEpoch(), rule: b.rule(topic), touched: time.Now()}
-		b.streams[topic] = s
+	if s != nil {
+		s.touched = now
+		b.lru.MoveToFront(s.lruElem)
+		return s
 	}
+	if len(b.streams) >= b.cfg.MaxStreams {
+		b.evictLocked()
+	}
+	epoch := b.fresh.take(topic)
+	if epoch == "" {
+		epoch = newEpoch()
+	} else {
+		b.stats.Fresh.Add(-1)
+	}
+	s = &stream{topic: topic, epoch: epoch, rule: b.rule(topic), acct: &b.hist, touched: now}
+	s.lruElem = b.lru.PushFront(s)
+	b.streams[topic] = s
+	b.stats.Streams.Add(1)
 	return s
+}
+
+// evictLocked drops the least recently published stream to make room,
+// preferring one without local subscribers among the oldest few. The
+// caller holds b.mu.
+func (b *Broker) evictLocked() {
+	victim := b.lru.Back()
+	for e, i := victim, 0; e != nil && i < freshScan; e, i = e.Prev(), i+1 {
+		if !b.cfg.Watched(e.Value.(*stream).topic) {
+			victim = e
+			break
+		}
+	}
+	if victim == nil {
+		return
+	}
+	b.dropLocked(victim.Value.(*stream))
+	b.stats.StreamsEvicted.Add(1)
+}
+
+// dropLocked removes s from the table and lets its history go. The caller
+// holds b.mu.
+func (b *Broker) dropLocked(s *stream) {
+	s.mu.Lock()
+	s.dropped = true
+	s.clear()
+	s.mu.Unlock()
+	delete(b.streams, s.topic)
+	b.lru.Remove(s.lruElem)
+	b.stats.Streams.Add(-1)
+}
+
+// lookup returns topic's stream, or nil and the epoch its first message
+// will carry when it has none. It stores no stream.
+func (b *Broker) lookup(topic string) (*stream, string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s := b.streams[topic]; s != nil {
+		return s, ""
+	}
+	had := len(b.fresh.entries)
+	epoch, evicted := b.fresh.epoch(topic, time.Now(), b.cfg.Watched)
+	if evicted {
+		b.stats.FreshEvicted.Add(1)
+	}
+	b.stats.Fresh.Add(int64(len(b.fresh.entries) - had))
+	return nil, epoch
 }
 
 // newEpoch returns 64 random bits in base32: a new epoch for every stream
@@ -130,7 +269,9 @@ func newEpoch() string {
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
-// Publish implements relay.Broker.
+// Publish implements relay.Broker. An idempotency key is scoped to the
+// message's topic and audience (all subscribers, or one user): the same
+// key on another topic or for another user is another publish.
 func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.PublishOptions) (relay.Receipt, error) {
 	if err := ctx.Err(); err != nil {
 		return relay.Receipt{}, err
@@ -138,7 +279,17 @@ func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.Publi
 	if opts.IdempotencyKey == "" {
 		return b.publish(m), nil
 	}
-	return b.idem.do(opts.IdempotencyKey, func() relay.Receipt { return b.publish(m) })
+	return b.idem.do(idemKey(m, opts.IdempotencyKey), func() relay.Receipt { return b.publish(m) })
+}
+
+// idemKey scopes key to m's topic and audience. Topic names cannot hold
+// control characters, so the separators cannot be forged.
+func idemKey(m *relay.Message, key string) string {
+	audience := "*"
+	if m.HasUser {
+		audience = m.User.String()
+	}
+	return m.Topic + "\x00" + audience + "\x00" + key
 }
 
 func (b *Broker) publish(m *relay.Message) relay.Receipt {
@@ -146,29 +297,35 @@ func (b *Broker) publish(m *relay.Message) relay.Receipt {
 		return relay.Receipt{Delivered: b.local.Fanout(m)}
 	}
 	for {
-		s := b.stream(m.Topic)
+		now := time.Now()
+		s := b.publishing(m.Topic, now)
 		s.mu.Lock()
-		if s.dropped { // the sweeper dropped it between the lookup and the lock
+		if s.dropped { // dropped between the lookup and the lock
 			s.mu.Unlock()
 			continue
 		}
-		now := time.Now()
 		s.offset++
 		m.Offset, m.Epoch = s.offset, s.epoch
 		s.append(m, now)
 		n := b.local.Fanout(m)
 		s.mu.Unlock()
+		b.hist.enforce()
 		return relay.Receipt{Position: relay.Position{Offset: m.Offset, Epoch: m.Epoch}, Delivered: n}
 	}
 }
 
-// History implements relay.HistoryReader.
+// History implements relay.HistoryReader. A topic without a stream
+// answers offset 0 and the epoch its first message will carry; reading it
+// creates no stream.
 func (b *Broker) History(ctx context.Context, topic string, since uint64, limit int) (relay.HistoryPage, error) {
 	if err := ctx.Err(); err != nil {
 		return relay.HistoryPage{}, err
 	}
 	for {
-		s := b.stream(topic)
+		s, epoch := b.lookup(topic)
+		if s == nil {
+			return relay.HistoryPage{Latest: relay.Position{Epoch: epoch}, Complete: since == 0}, nil
+		}
 		s.mu.Lock()
 		if s.dropped {
 			s.mu.Unlock()
@@ -181,37 +338,74 @@ func (b *Broker) History(ctx context.Context, topic string, since uint64, limit 
 	}
 }
 
-// Run drops expired history, idempotency keys and idle streams until ctx
-// is done.
+// Run drops expired history, idempotency keys, fresh epochs and idle
+// streams until ctx is done.
 func (b *Broker) Run(ctx context.Context) error {
-	return relay.Every(ctx, b.cfg.SweepInterval, func(now time.Time) {
-		b.sweep(now)
-		b.idem.sweep(now)
-	})
+	return relay.Every(ctx, b.cfg.SweepInterval, b.sweep)
 }
 
+// sweepBatch bounds the work done under Broker.mu at a time, so that a
+// sweep of a large table never holds up publishes for long.
+const sweepBatch = 1024
+
 func (b *Broker) sweep(now time.Time) {
-	b.mu.Lock()
-	list := make([]*stream, 0, len(b.streams))
-	for _, s := range b.streams {
-		list = append(list, s)
-	}
-	b.mu.Unlock()
-	for _, s := range list {
+	b.sweepBuf = b.hist.each(b.sweepBuf, func(s *stream) {
 		s.mu.Lock()
 		s.trim(now)
-		idle := s.n == 0 && now.Sub(s.touched) > b.cfg.StreamIdle
 		s.mu.Unlock()
-		if !idle {
-			continue
-		}
+	})
+	b.idem.sweep(now)
+	for more := true; more; {
 		b.mu.Lock()
-		s.mu.Lock()
-		if s.n == 0 && now.Sub(s.touched) > b.cfg.StreamIdle && b.streams[s.topic] == s {
-			s.dropped = true
-			delete(b.streams, s.topic)
+		before := len(b.fresh.entries)
+		more = b.fresh.expire(now, sweepBatch, b.cfg.Watched) == sweepBatch
+		b.stats.Fresh.Add(int64(len(b.fresh.entries) - before))
+		b.mu.Unlock()
+	}
+	b.dropIdle(now)
+}
+
+// dropIdle drops the streams that have had no publish for StreamIdle, hold
+// no history and have no local subscriber. They are at the back of the
+// LRU list, walked in batches; a watched one is moved to the front, so it
+// is looked at again only after another StreamIdle.
+func (b *Broker) dropIdle(now time.Time) {
+	var resume *stream // where the previous batch stopped
+	for {
+		b.mu.Lock()
+		e := b.lru.Back()
+		if resume != nil {
+			if b.streams[resume.topic] != resume {
+				b.mu.Unlock()
+				return // dropped meanwhile; the next sweep starts over
+			}
+			e = resume.lruElem
 		}
-		s.mu.Unlock()
+		for i := 0; e != nil && i < sweepBatch; i++ {
+			s := e.Value.(*stream)
+			if now.Sub(s.touched) <= b.cfg.StreamIdle {
+				e = nil
+				break
+			}
+			prev := e.Prev()
+			s.mu.Lock()
+			empty := s.n == 0
+			s.mu.Unlock()
+			switch {
+			case !empty: // its rule keeps history longer than StreamIdle
+			case b.cfg.Watched(s.topic):
+				s.touched = now
+				b.lru.MoveToFront(e)
+			default:
+				b.dropLocked(s)
+			}
+			e = prev
+		}
+		if e == nil {
+			b.mu.Unlock()
+			return
+		}
+		resume = e.Value.(*stream)
 		b.mu.Unlock()
 	}
 }

@@ -1,6 +1,7 @@
 package memorybroker
 
 import (
+	"container/list"
 	"sync"
 	"time"
 
@@ -8,21 +9,27 @@ import (
 )
 
 // stream is one topic's offsets and history: a ring of the newest
-// messages, bounded by the topic's rule in count, age and bytes. Offsets in
-// the ring are contiguous, ending at offset.
+// messages, bounded by the topic's rule in count, age and bytes, and by
+// the broker's total budget. Offsets in the ring are contiguous, ending at
+// offset. Only a publish creates a stream.
 type stream struct {
 	topic string
 	rule  HistoryRule
+	acct  *budget
 
-	mu      sync.Mutex
-	epoch   string
-	offset  uint64 // the newest offset; 0 before the first publish
-	ring    []entry
-	head    int // index of the oldest entry
-	n       int // entries held
-	bytes   int // payload bytes held
-	touched time.Time
-	dropped bool // removed from the table: look it up again
+	// Guarded by Broker.mu.
+	touched time.Time     // the last publish
+	lruElem *list.Element // in Broker.lru
+
+	mu       sync.Mutex
+	epoch    string
+	offset   uint64 // the newest offset
+	ring     []entry
+	head     int           // index of the oldest entry
+	n        int           // entries held
+	bytes    int           // payload bytes held
+	histElem *list.Element // in acct.lru while n > 0 (also guarded by acct.mu)
+	dropped  bool          // removed from the table: look it up again
 }
 
 type entry struct {
@@ -33,7 +40,6 @@ type entry struct {
 // append adds m (whose offset is s.offset) and drops what the rule no
 // longer allows.
 func (s *stream) append(m *relay.Message, now time.Time) {
-	s.touched = now
 	if s.rule.Size <= 0 || len(m.Data) > s.rule.Bytes {
 		s.clear() // offsets must stay contiguous: a gap empties the ring
 		return
@@ -55,6 +61,8 @@ func (s *stream) append(m *relay.Message, now time.Time) {
 	s.ring[(s.head+s.n)%len(s.ring)] = entry{m: m, at: now}
 	s.n++
 	s.bytes += len(m.Data)
+	s.acct.bytes.Add(cost(s.topic, m.Data))
+	s.acct.touch(s)
 	for s.bytes > s.rule.Bytes {
 		s.dropOldest()
 	}
@@ -64,9 +72,13 @@ func (s *stream) append(m *relay.Message, now time.Time) {
 func (s *stream) dropOldest() {
 	e := &s.ring[s.head]
 	s.bytes -= len(e.m.Data)
+	s.acct.bytes.Add(-cost(s.topic, e.m.Data))
 	*e = entry{}
 	s.head = (s.head + 1) % len(s.ring)
 	s.n--
+	if s.n == 0 {
+		s.acct.forget(s)
+	}
 }
 
 func (s *stream) clear() {

@@ -14,14 +14,16 @@ import (
 
 	"github.com/relayhq/relay/internal/api"
 	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/memorybroker"
 	"github.com/relayhq/relay/internal/ws"
 )
 
 // Sources are the counters to export.
 type Sources struct {
-	Hub *hub.Stats
-	WS  *ws.Stats
-	API *api.Stats
+	Hub    *hub.Stats
+	WS     *ws.Stats
+	API    *api.Stats
+	Memory *memorybroker.Broker // nil with another engine
 }
 
 // Handler returns the /metrics handler for src, with Go runtime and process
@@ -52,6 +54,15 @@ func Handler(src Sources) http.Handler {
 	counter("relay_backpressure_total", "Times a socket could not take a write at once and got a goroutine of its own.", func() float64 { return float64(w.Backpressured.Load()) })
 	counter("relay_ws_messages_received_total", "Text messages received from clients.", func() float64 { return float64(w.MessagesIn.Load()) })
 	counter("relay_connections_refused_total", "WebSocket upgrades refused at the connection limit.", func() float64 { return float64(w.Refused.Load()) })
+	if m := src.Memory; m != nil {
+		ms := m.Stats()
+		gauge("relay_streams", "Topics with a stream (offsets, epoch, history) in the memory engine.", func() float64 { return float64(ms.Streams.Load()) })
+		gauge("relay_fresh_epochs", "Epochs remembered for topics read but never published to.", func() float64 { return float64(ms.Fresh.Load()) })
+		gauge("relay_history_bytes", "History held across all topics, as counted against -history-budget.", func() float64 { held, _ := m.HistoryBytes(); return float64(held) })
+		counter("relay_history_evicted_total", "Messages dropped from history to stay within -history-budget.", func() float64 { _, n := m.HistoryBytes(); return float64(n) })
+		counter("relay_streams_evicted_total", "Streams dropped because -max-streams was reached.", func() float64 { return float64(ms.StreamsEvicted.Load()) })
+		counter("relay_fresh_epochs_evicted_total", "Fresh epochs forgotten early because their table was full.", func() float64 { return float64(ms.FreshEvicted.Load()) })
+	}
 	reg.MustRegister(rejected{src.API}, limited{src.API, w})
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

@@ -77,7 +77,13 @@ func New(cfg Config, log *slog.Logger) *Server {
 
 	s := &Server{cfg: cfg, log: log}
 	s.Hub = hub.New(cfg.Hub, log.With("component", "hub"))
-	s.Broker = memorybroker.New(cfg.Memory, s.Hub)
+	memCfg := cfg.Memory
+	if memCfg.Watched == nil {
+		// A topic with local subscribers keeps its stream or fresh epoch:
+		// they were told its epoch and wait for its next offset.
+		memCfg.Watched = func(topic string) bool { return s.Hub.Subscribers(topic) > 0 }
+	}
+	s.Broker = memorybroker.New(memCfg, s.Hub)
 	var a *api.API
 	wsCfg := cfg.WS
 	wsCfg.Subprotocols = map[string]relay.Format{api.ProtocolV1: relay.FormatV1}
@@ -94,7 +100,7 @@ func New(cfg Config, log *slog.Logger) *Server {
 		apiCfg.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.metrics.ServeHTTP(w, r) })
 	}
 	a = api.New(apiCfg, s.Hub, s.Broker, s.WS, log.With("component", "api"))
-	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats()})
+	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker})
 	s.API = a
 	return s
 }
