@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/relayhq/relay/internal/api"
+	"github.com/relayhq/relay/internal/connlimit"
 	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/memorybroker"
 	"github.com/relayhq/relay/internal/metrics"
@@ -46,6 +47,12 @@ type Config struct {
 	ReadTimeout       time.Duration // default 30s
 	WriteTimeout      time.Duration // default 30s; upgraded sockets clear it
 	IdleTimeout       time.Duration // default 120s
+	// Conns caps the main listener's connections, in total and per client
+	// address, so that slow or idle connections cannot exhaust file
+	// descriptors and starve health checks, publishes and WebSockets; see
+	// package connlimit. The zero value caps them below the open-file
+	// limit.
+	Conns connlimit.Config
 }
 
 // Server is one Relay node.
@@ -57,6 +64,7 @@ type Server struct {
 	API     *api.API
 	Broker  *memorybroker.Broker
 	metrics http.Handler
+	conns   connlimit.Stats // the main listener's connections; see ConnStats
 }
 
 // New assembles a node; it starts nothing.
@@ -117,6 +125,10 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 // 503, the listener closes, in-flight requests finish, and every socket
 // gets a 1001 close, all within the shutdown timeout.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	// The limiter wraps the TCP listener, beneath TLS, so it counts and
+	// caps connections whether or not they speak TLS.
+	limiter := connlimit.New(s.cfg.Conns, &s.conns, s.log.With("component", "connlimit"))
+	ln = limiter.Listener(ln)
 	srv := &http.Server{
 		Handler:           s.API,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
@@ -124,8 +136,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		WriteTimeout:      s.cfg.WriteTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:          errorLog(s.log),
 	}
+	if s.cfg.TLSCert != "" {
+		srv.TLSConfig = tlsConfig()
+	}
+	limiter.Install(srv)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error

@@ -1,0 +1,18 @@
+//go:build unix
+
+package connlimit
+
+import "syscall"
+
+// openFileLimit returns the process's open-file limit (the soft
+// RLIMIT_NOFILE), or 0 when it cannot be read.
+func openFileLimit() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	if n := uint64(rl.Cur); n < 1<<31 {
+		return int(n)
+	}
+	return 1 << 31 // unlimited
+}
