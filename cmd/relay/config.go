@@ -61,6 +61,8 @@ type serveConfig struct {
 	TokenIssuer      string
 	TokenAudience    string
 	MaxConnections   int
+	MaxHTTPConns     int
+	MaxHTTPPerAddr   int
 	RegisterRate     float64
 	ConnectRate      float64
 	MessageRate      float64
@@ -114,6 +116,8 @@ func options(c *serveConfig) []option {
 		{"token-issuer", "RELAY_TOKEN_ISSUER", "", "required iss of connect tokens", (*strValue)(&c.TokenIssuer), false},
 		{"token-audience", "RELAY_TOKEN_AUDIENCE", "", "required aud of connect tokens", (*strValue)(&c.TokenAudience), false},
 		{"max-connections", "RELAY_MAX_CONNECTIONS", "0", "most WebSocket connections (503 past it); 0: the open-file limit minus 256", (*intValue)(&c.MaxConnections), false},
+		{"max-http-connections", "RELAY_MAX_HTTP_CONNECTIONS", "1024", "most connections that are not WebSockets (reading a request, running one, or idle in keep-alive); past it the longest idle, then the oldest still sending its request, is closed to make room", (*intValue)(&c.MaxHTTPConns), false},
+		{"max-http-connections-per-address", "RELAY_MAX_HTTP_CONNECTIONS_PER_ADDRESS", "256", "most such connections from one client address (IPv6 by /64), -rate-exempt ranges excepted; 0: no per-address cap (e.g. behind a proxy)", (*intValue)(&c.MaxHTTPPerAddr), false},
 		{"register-rate", "RELAY_REGISTER_RATE", "20", "registrations per second per client address without an API key, i.e. in the open mode, loopback excepted (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.RegisterRate), false},
 		{"connect-rate", "RELAY_CONNECT_RATE", "50", "WebSocket upgrades per second per client address (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.ConnectRate), false},
 		{"rate-exempt", "RELAY_RATE_EXEMPT", "", "comma-separated address ranges the per-address rates do not apply to", (*strValue)(&c.RateExempt), false},
@@ -198,6 +202,7 @@ func (c *serveConfig) validate() []error {
 		{"-idempotency-window / RELAY_IDEMPOTENCY_WINDOW", int64(c.IdempotencyTTL)},
 		{"-history-budget / RELAY_HISTORY_BUDGET", int64(c.HistoryBudget)},
 		{"-max-streams / RELAY_MAX_STREAMS", int64(c.MaxStreams)},
+		{"-max-http-connections / RELAY_MAX_HTTP_CONNECTIONS", int64(c.MaxHTTPConns)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -232,6 +237,9 @@ func (c *serveConfig) validate() []error {
 	}
 	if c.MaxConnections < 0 {
 		bad("-max-connections / RELAY_MAX_CONNECTIONS must not be negative")
+	}
+	if c.MaxHTTPPerAddr < 0 {
+		bad("-max-http-connections-per-address / RELAY_MAX_HTTP_CONNECTIONS_PER_ADDRESS must not be negative (0: no per-address cap)")
 	}
 	if _, err := parsePrefixes(c.RateExempt); err != nil {
 		bad("-rate-exempt / RELAY_RATE_EXEMPT: %v", err)
@@ -382,6 +390,12 @@ func (c *serveConfig) serverConfig() server.Config {
 		sc.API.ConnectLimit = ratelimit.New(c.ConnectRate, int(2*c.ConnectRate), exempt, 100_000)
 	}
 	sc.WS.MessageRate = c.MessageRate
+	sc.Conns.MaxPending = c.MaxHTTPConns
+	sc.Conns.MaxPerAddress = c.MaxHTTPPerAddr
+	if c.MaxHTTPPerAddr == 0 {
+		sc.Conns.MaxPerAddress = -1 // connlimit's "no cap"
+	}
+	sc.Conns.Exempt = exempt
 	sc.WS.MaxConnections = c.MaxConnections
 	if sc.WS.MaxConnections == 0 {
 		sc.WS.MaxConnections = fileLimit() - 256

@@ -17,7 +17,7 @@ import (
 // topic still gets its first message in the epoch it was told.
 func TestReadsOfUnpublishedTopicsStoreNoStreams(t *testing.T) {
 	const maxFresh, rounds, perRound = 500, 40, 128
-	in := relaytest.Start(t, server.Config{Memory: memorybroker.Config{MaxFresh: maxFresh}})
+	in := relaytest.Start(t, server.Config{Metrics: true, Memory: memorybroker.Config{MaxFresh: maxFresh}})
 	reg := register(t, in, 1)
 	c := dialV1(t, reg.URL)
 	for r := range rounds {
@@ -45,6 +45,12 @@ func TestReadsOfUnpublishedTopicsStoreNoStreams(t *testing.T) {
 	}
 	if n := b.Stats().Fresh.Load(); n > maxFresh {
 		t.Errorf("fresh epochs held = %d, want at most %d", n, maxFresh)
+	}
+	_, _, metrics := request(t, "GET", in.URL+"/metrics", "")
+	for _, want := range []string{"relay_streams 0\n", fmt.Sprintf("relay_fresh_epochs %d\n", maxFresh), "relay_fresh_epochs_evicted_total ", "relay_listener_connections{kind=\"all\"} "} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 
 	// A subscriber waiting on a fresh topic gets its first message in the

@@ -23,6 +23,7 @@ import (
 	"container/list"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
 	"strings"
 	"sync"
@@ -283,13 +284,16 @@ func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.Publi
 }
 
 // idemKey scopes key to m's topic and audience. Topic names cannot hold
-// control characters, so the separators cannot be forged.
+// control characters, so the separators cannot be forged. The table keeps
+// the SHA-256 of it, 32 bytes whatever the topic and key lengths (up to
+// 256 bytes each), so its 100,000 entries stay within a few MiB.
 func idemKey(m *relay.Message, key string) string {
 	audience := "*"
 	if m.HasUser {
 		audience = m.User.String()
 	}
-	return m.Topic + "\x00" + audience + "\x00" + key
+	sum := sha256.Sum256([]byte(m.Topic + "\x00" + audience + "\x00" + key))
+	return string(sum[:])
 }
 
 func (b *Broker) publish(m *relay.Message) relay.Receipt {

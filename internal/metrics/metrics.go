@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/relayhq/relay/internal/api"
+	"github.com/relayhq/relay/internal/connlimit"
 	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/memorybroker"
 	"github.com/relayhq/relay/internal/ws"
@@ -24,6 +25,7 @@ type Sources struct {
 	WS     *ws.Stats
 	API    *api.Stats
 	Memory *memorybroker.Broker // nil with another engine
+	Conns  *connlimit.Stats     // the main listener's connection caps
 }
 
 // Handler returns the /metrics handler for src, with Go runtime and process
@@ -54,6 +56,28 @@ func Handler(src Sources) http.Handler {
 	counter("relay_backpressure_total", "Times a socket could not take a write at once and got a goroutine of its own.", func() float64 { return float64(w.Backpressured.Load()) })
 	counter("relay_ws_messages_received_total", "Text messages received from clients.", func() float64 { return float64(w.MessagesIn.Load()) })
 	counter("relay_connections_refused_total", "WebSocket upgrades refused at the connection limit.", func() float64 { return float64(w.Refused.Load()) })
+	if c := src.Conns; c != nil {
+		labeled := func(kind, name, help, label, value string, f func() float64) {
+			opts := prometheus.Opts{Name: name, Help: help, ConstLabels: prometheus.Labels{label: value}}
+			if kind == "gauge" {
+				reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts), f))
+			} else {
+				reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts(opts), f))
+			}
+		}
+		const connsHelp = "Connections open on the main listener: all of them (WebSockets included, against the open-file limit) and those that are not WebSockets (against -max-http-connections)."
+		labeled("gauge", "relay_listener_connections", connsHelp, "kind", "all", func() float64 { return float64(c.Open.Load()) })
+		labeled("gauge", "relay_listener_connections", connsHelp, "kind", "http", func() float64 { return float64(c.Pending.Load()) })
+		const shedHelp = "Connections closed to make room at a connection cap: idle keep-alive ones, and ones still sending their first request (slowloris)."
+		labeled("counter", "relay_listener_shed_total", shedHelp, "state", "idle", func() float64 { return float64(c.ShedIdle.Load()) })
+		labeled("counter", "relay_listener_shed_total", shedHelp, "state", "reading", func() float64 { return float64(c.ShedReading.Load()) })
+		const capHelp = "New connections that found a cap reached: open (open-file limit minus headroom), http (-max-http-connections), per_address (-max-http-connections-per-address)."
+		labeled("counter", "relay_listener_at_cap_total", capHelp, "cap", "open", func() float64 { return float64(c.AtMaxOpen.Load()) })
+		labeled("counter", "relay_listener_at_cap_total", capHelp, "cap", "http", func() float64 { return float64(c.AtMaxPending.Load()) })
+		labeled("counter", "relay_listener_at_cap_total", capHelp, "cap", "per_address", func() float64 { return float64(c.AtMaxPerAddress.Load()) })
+		counter("relay_listener_refused_total", "New connections closed at once: a cap was reached and every connection under it was busy.", func() float64 { return float64(c.Refused.Load()) })
+		counter("relay_listener_accept_errors_total", "Failed accepts that were retried (such as too many open files).", func() float64 { return float64(c.AcceptErrors.Load()) })
+	}
 	if m := src.Memory; m != nil {
 		ms := m.Stats()
 		gauge("relay_streams", "Topics with a stream (offsets, epoch, history) in the memory engine.", func() float64 { return float64(ms.Streams.Load()) })

@@ -108,7 +108,7 @@ func New(cfg Config, log *slog.Logger) *Server {
 		apiCfg.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.metrics.ServeHTTP(w, r) })
 	}
 	a = api.New(apiCfg, s.Hub, s.Broker, s.WS, log.With("component", "api"))
-	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker})
+	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns})
 	s.API = a
 	return s
 }
