@@ -1,11 +1,13 @@
 package ws
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/relayhq/relay/internal/relay"
 )
@@ -117,7 +119,34 @@ func BenchmarkConsume(b *testing.B) {
 	b.SetBytes(int64(len(frame)))
 	for b.Loop() {
 		copy(buf, frame)
-		c.consume(buf)
+		c.consume(buf, 1)
 		c.h.(*recorder).msgs = c.h.(*recorder).msgs[:0]
 	}
+}
+
+// BenchmarkConsumeRateLimited is BenchmarkConsume with a frame-rate limit
+// that is never reached, so every frame pays for its token: 8 frames per
+// read, the read's time refilling the bucket.
+func BenchmarkConsumeRateLimited(b *testing.B) {
+	s := New(Config{Writers: 1, MessageRate: 1e9, MessageBurst: 1 << 30})
+	a, z := net.Pipe()
+	defer a.Close()
+	defer z.Close()
+	c := &Conn{srv: s, nc: a, w: s.writers[0], encode: EncodeSeed}
+	c.h = &recorder{closed: make(chan struct{})}
+	frame := clientFrame(true, opText, []byte(`{"topics":["cats","dogs"]}`), [4]byte{1, 2, 3, 4})
+	frames := bytes.Repeat(frame, 8)
+	buf := make([]byte, len(frames))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frames)))
+	now := int64(0)
+	for b.Loop() {
+		now += int64(time.Microsecond)
+		copy(buf, frames)
+		if !c.consume(buf, now) {
+			b.Fatal("rate limited")
+		}
+		c.h.(*recorder).msgs = c.h.(*recorder).msgs[:0]
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(8*b.N), "ns/frame")
 }

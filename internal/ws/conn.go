@@ -51,6 +51,11 @@ type Conn struct {
 	proto  string
 
 	lastHeard atomic.Int64 // unix nanoseconds of the last read from the client
+	// msgStart is the unix nanoseconds of the read that began the message
+	// (or frame) the reader is still waiting for the rest of, 0 when
+	// nothing is pending. The reader sets it; keepalive enforces
+	// MessageTimeout with it.
+	msgStart atomic.Int64
 
 	h  Handler
 	rd readState // owned by the reader goroutine
@@ -221,9 +226,10 @@ func (c *Conn) afterDrain(finish, shutWrite bool) {
 }
 
 // keepalive runs on every tick of the shared ticker: it pings the
-// connections of this tick's bucket, closes the idle ones, ends close
-// handshakes that ran out of time and lets go of queue memory that a quiet
-// connection no longer needs.
+// connections of this tick's bucket, closes the idle ones and those whose
+// client has taken longer than MessageTimeout to finish a message, ends
+// close handshakes that ran out of time and lets go of queue memory that a
+// quiet connection no longer needs.
 func (c *Conn) keepalive(now int64, bucket uint32) {
 	c.mu.Lock()
 	switch c.state {
@@ -232,6 +238,13 @@ func (c *Conn) keepalive(now int64, bucket uint32) {
 		if now-c.lastHeard.Load() > int64(c.srv.cfg.IdleTimeout) {
 			c.srv.stats.IdleCloses.Add(1)
 			c.Close(relay.CloseIdle)
+			return
+		}
+		// A client trickling a message in keeps lastHeard fresh, and the
+		// reader holds what it has sent: the message as a whole is timed.
+		if start := c.msgStart.Load(); start != 0 && now-start > int64(c.srv.cfg.MessageTimeout) {
+			c.srv.stats.SlowMessages.Add(1)
+			c.CloseWith(relay.ClosePolicy, c.srv.slowText)
 			return
 		}
 		if c.bucket == bucket {

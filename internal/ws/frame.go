@@ -105,10 +105,12 @@ func protocolError(text string) error {
 	return &closeError{relay.CloseProtocolError, text}
 }
 
-// parseHeader parses the header of a client frame at the start of b. A
-// payload longer than max is refused before it arrives, so a client cannot
-// make the server buffer more than max bytes.
-func parseHeader(b []byte, max int) (header, error) {
+// parseHeader parses the header of a client frame at the start of b. held
+// is the size of the fragmented message already assembled, which a
+// continuation frame adds to. A frame that would take its message past max
+// bytes is refused before its payload arrives, so a client cannot make the
+// server buffer more than max bytes of a message.
+func parseHeader(b []byte, max, held int) (header, error) {
 	if len(b) < 2 {
 		return header{}, errShort
 	}
@@ -149,8 +151,12 @@ func parseHeader(b []byte, max int) (header, error) {
 	if h.op >= opClose && n > maxControlPayload {
 		return h, protocolError("control frame longer than 125 bytes")
 	}
-	if n > uint64(max) {
-		return h, &closeError{relay.CloseTooLarge, "message larger than the server accepts"}
+	total := n // the message's size with this frame's payload
+	if h.op == opContinuation {
+		total += uint64(held) // n < 1<<63: no overflow
+	}
+	if total > uint64(max) {
+		return h, &closeError{relay.CloseTooLarge, ""} // the table's text: "message too large"
 	}
 	if len(b) < h.size+4 {
 		return h, errShort

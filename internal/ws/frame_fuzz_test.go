@@ -25,7 +25,7 @@ func parseAll(data []byte, chunks []int) (msgs []string, queued [][]byte) {
 		if len(chunks) > 0 {
 			n = min(n, max(1, chunks[i%len(chunks)]))
 		}
-		if !c.consume(data[:n]) {
+		if !c.consume(data[:n], int64(i+1)) {
 			break
 		}
 		data = data[n:]

@@ -41,6 +41,7 @@ func TestParseHeader(t *testing.T) {
 		name    string
 		in      []byte
 		max     int
+		held    int // message bytes already assembled
 		want    header
 		wantErr relay.CloseReason // 0 with errNone means success
 		short   bool
@@ -63,23 +64,29 @@ func TestParseHeader(t *testing.T) {
 		{name: "too large", in: clientFrame(true, opText, make([]byte, 11), key), max: 10, wantErr: relay.CloseTooLarge},
 		{name: "too large before payload", in: []byte{0x81, 0x80 | 127, 0, 0, 0, 1, 0, 0, 0, 0}, max: 1 << 20, wantErr: relay.CloseTooLarge},
 		{name: "high bit length", in: []byte{0x81, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0}, max: 1 << 20, wantErr: relay.CloseProtocolError},
+		{name: "continuation filling the message", in: clientFrame(true, opContinuation, make([]byte, 100), key), max: 1000, held: 900,
+			want: header{fin: true, op: opContinuation, key: key, length: 100, size: 6}},
+		{name: "continuation past the message", in: clientFrame(true, opContinuation, make([]byte, 101), key), max: 1000, held: 900, wantErr: relay.CloseTooLarge},
+		{name: "continuation past the message before payload", in: []byte{0x00, 0x80 | 126, 0x07, 0xd0}, max: 1024, held: 24, wantErr: relay.CloseTooLarge},
+		{name: "ping within a full message", in: clientFrame(true, opPing, make([]byte, 125), key), max: 1000, held: 1000,
+			want: header{fin: true, op: opPing, key: key, length: 125, size: 6}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseHeader(tt.in, tt.max)
+			got, err := parseHeader(tt.in, tt.max, tt.held)
 			switch {
 			case tt.short:
 				if err != errShort {
-					t.Fatalf("parseHeader = %+v, %v; want errShort", got, err)
+					t.Fatalf("parseHeader(%x, %d, %d) = %+v, %v; want errShort", tt.in, tt.max, tt.held, got, err)
 				}
 			case tt.wantErr != 0:
 				var ce *closeError
 				if !errors.As(err, &ce) || ce.reason != tt.wantErr {
-					t.Fatalf("parseHeader error = %v; want close reason %d", err, tt.wantErr)
+					t.Fatalf("parseHeader(%x, %d, %d) error = %v; want close reason %d", tt.in, tt.max, tt.held, err, tt.wantErr)
 				}
 			default:
 				if err != nil || got != tt.want {
-					t.Fatalf("parseHeader = %+v, %v; want %+v", got, err, tt.want)
+					t.Fatalf("parseHeader(%x, %d, %d) = %+v, %v; want %+v", tt.in, tt.max, tt.held, got, err, tt.want)
 				}
 			}
 		})

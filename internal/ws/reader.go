@@ -12,14 +12,19 @@ import (
 )
 
 // readState is the reader goroutine's parsing state. Both slices are nil
-// between messages, so a quiet connection holds no read memory.
+// between messages, so a quiet connection holds no read memory. While a
+// message arrives they grow by append with what was received, never to a
+// declared length, and together hold at most MaxMessageBytes of payload
+// plus one frame header (or one control frame), and append's spare
+// capacity.
 type readState struct {
 	partial []byte // the start of a frame whose rest has not arrived
 	msg     []byte // the fragments of a message being assembled
 	msgOp   byte   // the opcode of that message, 0 when none
-	// tokens and refilled are the client's message-rate bucket.
+	// tokens and refilled (unix nanoseconds) are the client's frame-rate
+	// bucket.
 	tokens   float64
-	refilled time.Time
+	refilled int64
 }
 
 // readBufSize is the size of the pooled buffers reads land in.
@@ -49,8 +54,9 @@ func (c *Conn) readable() {
 		c.readerExit()
 		return
 	}
-	c.lastHeard.Store(time.Now().UnixNano())
-	if !c.consume((*bp)[:n]) {
+	now := time.Now().UnixNano()
+	c.lastHeard.Store(now)
+	if !c.consume((*bp)[:n], now) {
 		c.readerExit()
 	}
 }
@@ -64,8 +70,9 @@ func (c *Conn) readLoop() {
 	for {
 		buf, n, err := c.read()
 		if n > 0 { // handle the data even when an error came with it (TLS: data then close_notify)
-			c.lastHeard.Store(time.Now().UnixNano())
-			more := c.consume((*buf)[:n])
+			now := time.Now().UnixNano()
+			c.lastHeard.Store(now)
+			more := c.consume((*buf)[:n], now)
 			readBufs.Put(buf)
 			if !more {
 				return
@@ -117,6 +124,7 @@ func (c *Conn) read() (*[]byte, int, error) {
 // violation.
 func (c *Conn) readerExit() {
 	c.rd.partial, c.rd.msg = nil, nil
+	c.msgStart.Store(0)
 	// Leave the poller first: until readDone is set nobody else closes a
 	// polled socket, so the descriptor still names this connection (set
 	// later, a close elsewhere could let a new connection reuse it, and
@@ -140,18 +148,30 @@ func (c *Conn) readerExit() {
 	c.h.HandleClose(c)
 }
 
-// consume parses the frames in data, handling each complete one. It
-// returns false when the reader must stop.
-func (c *Conn) consume(data []byte) bool {
+// consume parses the frames in data, read at now (unix nanoseconds),
+// handling each complete one. It returns false when the reader must stop.
+//
+// A frame is refused as soon as its header shows it cannot be accepted
+// (too large for its message, or out of sequence), before its payload is
+// buffered, and each complete frame spends a rate token. When data leaves
+// a message unfinished, c.msgStart records when it began, for
+// MessageTimeout.
+func (c *Conn) consume(data []byte, now int64) bool {
 	rd := &c.rd
+	// fresh: nothing is pending from before this point in the stream, so
+	// whatever is left pending at the end began in this read.
+	fresh := len(rd.partial) == 0 && rd.msgOp == 0
 	if len(rd.partial) > 0 {
 		rd.partial = append(rd.partial, data...)
 		data = rd.partial
 	}
 	for len(data) > 0 {
-		h, err := parseHeader(data, c.srv.cfg.MaxMessageBytes)
+		h, err := parseHeader(data, c.srv.cfg.MaxMessageBytes, len(rd.msg))
 		if err == errShort {
 			break
+		}
+		if err == nil {
+			err = rd.admit(h.op)
 		}
 		if err != nil {
 			c.violation(err)
@@ -160,51 +180,76 @@ func (c *Conn) consume(data []byte) bool {
 		if len(data) < h.size+h.length {
 			break
 		}
+		if !c.takeToken(now) {
+			c.rateLimited()
+			return false
+		}
 		payload := data[h.size : h.size+h.length]
 		data = data[h.size+h.length:]
 		unmask(payload, h.key)
 		if !c.frame(h, payload) {
 			return false
 		}
+		if rd.msgOp == 0 {
+			fresh = true // no message is open: the next frame starts anew
+		}
 	}
 	switch {
 	case len(data) == 0:
 		rd.partial = nil
-	case len(rd.partial) > 0: // data is the tail of partial
-		rd.partial = rd.partial[:copy(rd.partial, data)]
-	default:
+	case len(rd.partial) == 0:
 		rd.partial = append([]byte(nil), data...)
+	case len(data) == len(rd.partial):
+		// Nothing was consumed: partial is still one incomplete frame.
+	case cap(rd.partial) > len(data)+2*readBufSize:
+		// The large frame partial held is done: keep only the tail, so
+		// the memory held stays in proportion to what is pending.
+		rd.partial = append([]byte(nil), data...)
+	default: // data is the tail of partial
+		rd.partial = rd.partial[:copy(rd.partial, data)]
+	}
+	if len(rd.partial) > 0 || rd.msgOp != 0 {
+		if fresh {
+			c.msgStart.Store(now)
+		}
+	} else if c.msgStart.Load() != 0 {
+		c.msgStart.Store(0)
 	}
 	return true
 }
 
-// frame handles one frame; false means stop reading.
+// admit checks a frame's opcode against the message in progress, so that
+// a frame which can only be refused is refused before its payload is
+// buffered.
+func (rd *readState) admit(op byte) error {
+	switch op {
+	case opText, opBinary:
+		if rd.msgOp != 0 {
+			return protocolError("new message before the previous one ended")
+		}
+		if op == opBinary {
+			return &closeError{relay.CloseUnsupportedData, ""}
+		}
+	case opContinuation:
+		if rd.msgOp == 0 {
+			return protocolError("continuation frame without a message")
+		}
+	}
+	return nil
+}
+
+// frame handles one complete frame, which parseHeader and admit have
+// already checked; false means stop reading.
 func (c *Conn) frame(h header, payload []byte) bool {
 	rd := &c.rd
 	switch h.op {
-	case opText, opBinary:
-		if rd.msgOp != 0 {
-			c.violation(protocolError("new message before the previous one ended"))
-			return false
-		}
-		if h.op == opBinary {
-			c.violation(&closeError{relay.CloseUnsupportedData, ""})
-			return false
-		}
+	case opText:
 		if h.fin {
 			return c.message(payload)
 		}
 		rd.msgOp = h.op
 		rd.msg = append(rd.msg[:0], payload...)
-	case opContinuation:
-		if rd.msgOp == 0 {
-			c.violation(protocolError("continuation frame without a message"))
-			return false
-		}
-		if len(rd.msg)+len(payload) > c.srv.cfg.MaxMessageBytes {
-			c.violation(&closeError{relay.CloseTooLarge, ""})
-			return false
-		}
+	case opContinuation: // within MaxMessageBytes: parseHeader counted rd.msg
 		rd.msg = append(rd.msg, payload...)
 		if h.fin {
 			msg := rd.msg
@@ -222,15 +267,11 @@ func (c *Conn) frame(h header, payload []byte) bool {
 	return true
 }
 
-// message hands a complete text message to the handler.
+// message hands a complete text message to the handler. Its frames have
+// already paid their rate tokens.
 func (c *Conn) message(msg []byte) bool {
 	if !utf8.Valid(msg) {
 		c.violation(&closeError{relay.CloseInvalidPayload, ""})
-		return false
-	}
-	if !c.takeToken() {
-		c.srv.stats.RateLimited.Add(1)
-		c.CloseWith(relay.CloseRateLimited, "")
 		return false
 	}
 	c.srv.stats.MessagesIn.Add(1)
@@ -241,22 +282,40 @@ func (c *Conn) message(msg []byte) bool {
 	return open
 }
 
-// takeToken spends one of the client's message tokens, refilled at
-// MessageRate per second up to MessageBurst.
-func (c *Conn) takeToken() bool {
+// takeToken spends one of the client's frame tokens, refilled at
+// MessageRate per second up to MessageBurst. It runs for every frame, so
+// it reads no clock: now is the time of the read the frame came in, and
+// the frames of one read refill nothing.
+func (c *Conn) takeToken(now int64) bool {
 	rate := c.srv.cfg.MessageRate
 	if rate <= 0 {
 		return true
 	}
-	now := time.Now()
 	rd := &c.rd
-	rd.tokens = min(float64(c.srv.cfg.MessageBurst), rd.tokens+now.Sub(rd.refilled).Seconds()*rate)
-	rd.refilled = now
+	if now != rd.refilled {
+		if d := now - rd.refilled; d > 0 { // the wall clock may step back: refill nothing then
+			rd.tokens = min(float64(c.srv.cfg.MessageBurst), rd.tokens+float64(d)*rate/float64(time.Second))
+		}
+		rd.refilled = now
+	}
 	if rd.tokens < 1 {
 		return false
 	}
 	rd.tokens--
 	return true
+}
+
+// rateLimited closes the connection with 4004 for running out of tokens,
+// counted unless it was closing already (a client flooding while its
+// close handshake runs is not counted twice; the reader just stops).
+func (c *Conn) rateLimited() {
+	c.mu.Lock()
+	open := c.state == stateOpen
+	c.mu.Unlock()
+	if open {
+		c.srv.stats.RateLimited.Add(1)
+		c.CloseWith(relay.CloseRateLimited, "")
+	}
 }
 
 // violation closes the connection for something the client did wrong.

@@ -1,8 +1,9 @@
 // Package ws runs the server side of WebSocket connections: the upgrade,
 // one shallow reader per connection, a byte-bounded send queue per
 // connection, shared writers that coalesce everything queued into one
-// write, and one shared ticker for keepalive, idle timeouts and close
-// handshakes. It knows nothing of topics or protocols above RFC 6455.
+// write, and one shared ticker for keepalive, idle and message timeouts
+// and close handshakes. It knows nothing of topics or protocols above RFC
+// 6455.
 //
 // Ownership: a Server owns its set of connections, its writers and its
 // ticker; each Conn owns its socket (see Conn). Server.mu guards the
@@ -39,8 +40,19 @@ type Config struct {
 	// the kernel's share of what a slow client can have waiting, which
 	// otherwise autotunes up to several MiB per socket.
 	SocketSendBuffer int // default: the kernel's
-	// MaxMessageBytes bounds a message from a client (code 1009 past it).
+	// MaxMessageBytes bounds a message from a client (code 1009 past it),
+	// across its fragments. A frame whose header declares more than the
+	// message has room for is refused before its payload is read.
 	MaxMessageBytes int // default 64 KiB
+	// MessageTimeout bounds how long a client may take to send one
+	// message, from its first frame header to its last byte, across
+	// fragments; past it the connection is closed with 1008 ("message not
+	// completed within 10s"). A client trickling a message in resets the
+	// idle timeout with every byte, while the server holds what it sent:
+	// this bounds how long it may hold it. Checked on the keepalive
+	// ticker, so the close can come up to one tick (PingInterval/10, at
+	// most 1s) late.
+	MessageTimeout time.Duration // default 10s
 	// PingInterval is how often each connection is pinged.
 	PingInterval time.Duration // default 25s
 	// IdleTimeout closes a connection nothing was read from for this long
@@ -55,8 +67,14 @@ type Config struct {
 	// MaxConnections refuses upgrades (503) past this many open
 	// connections; 0 means no limit.
 	MaxConnections int
-	// MessageRate and MessageBurst bound what one client may send: past
-	// them the connection is closed with 4004. Zero rate: no limit.
+	// MessageRate and MessageBurst bound the frames one client may send,
+	// per second and in a burst: past them the connection is closed with
+	// 4004. Every frame costs one token, text, each fragment of a message,
+	// ping, pong and close alike, because the reader shares its poller
+	// with other connections and an empty frame costs it about as much as
+	// a message: floods of control frames or empty fragments are limited
+	// too. A single-frame message costs one token, one sent in k fragments
+	// k. Zero rate: no limit.
 	MessageRate  float64
 	MessageBurst int // default 2 × MessageRate, at least 10
 	// Writers is the number of shared writer goroutines.
@@ -83,6 +101,7 @@ const (
 	DefaultIdleTimeout     = 60 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultCloseTimeout    = 5 * time.Second
+	DefaultMessageTimeout  = 10 * time.Second
 )
 
 func (c Config) withDefaults() Config {
@@ -102,6 +121,7 @@ func (c Config) withDefaults() Config {
 	def(&c.WriteTimeout, DefaultWriteTimeout)
 	def(&c.CloseTimeout, DefaultCloseTimeout)
 	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.MessageTimeout, DefaultMessageTimeout)
 	if c.MessageBurst <= 0 {
 		c.MessageBurst = max(10, int(2*c.MessageRate))
 	}
@@ -133,6 +153,7 @@ type Stats struct {
 	Backpressured atomic.Uint64 // times a socket pushed back and got its own writer
 	MessagesIn    atomic.Uint64 // text messages read from clients
 	RateLimited   atomic.Uint64 // connections closed for sending too fast
+	SlowMessages  atomic.Uint64 // connections closed because a message took longer than MessageTimeout
 	Refused       atomic.Uint64 // upgrades refused at the connection limit
 }
 
@@ -149,6 +170,7 @@ type Server struct {
 	stats    Stats
 	slots    atomic.Int64 // connections open or being upgraded
 	noPoller bool         // tests: read with a goroutine per connection
+	slowText string       // the close reason past MessageTimeout
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -164,6 +186,8 @@ func New(cfg Config) *Server {
 		cfg:     cfg,
 		conns:   make(map[*Conn]struct{}),
 		drained: make(chan struct{}),
+		// Short: a close reason may be at most 123 bytes.
+		slowText: "message not completed within " + cfg.MessageTimeout.String(),
 	}
 	// The ticker visits every connection each tick and pings one bucket of
 	// them, so pings are spread over the interval rather than bunched.
@@ -267,9 +291,10 @@ func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
 			}
 		}
 	}
-	c.lastHeard.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.lastHeard.Store(now)
 	c.rd.tokens = float64(s.cfg.MessageBurst)
-	c.rd.refilled = time.Now()
+	c.rd.refilled = now
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
