@@ -41,6 +41,7 @@ type serveConfig struct {
 	SocketSendBuffer byteSize
 	PingInterval     time.Duration
 	IdleTimeout      time.Duration
+	MessageTimeout   time.Duration
 	WriteTimeout     time.Duration
 	RegistrationTTL  time.Duration
 	ReconnectGrace   time.Duration
@@ -96,6 +97,7 @@ func options(c *serveConfig) []option {
 		{"socket-send-buffer", "RELAY_SOCKET_SEND_BUFFER", "0", "SO_SNDBUF for each WebSocket (the kernel's share of a slow client's backlog); 0 keeps the kernel's autotuning", &c.SocketSendBuffer, false},
 		{"ping-interval", "RELAY_PING_INTERVAL", "25s", "how often each connection is pinged", (*durValue)(&c.PingInterval), false},
 		{"idle-timeout", "RELAY_IDLE_TIMEOUT", "60s", "close a connection nothing was heard from for this long (4003); pongs count", (*durValue)(&c.IdleTimeout), false},
+		{"message-timeout", "RELAY_MESSAGE_TIMEOUT", "10s", "longest a client may take to send one message, from its first byte to its last (1008 past it); bounds how long a trickled message is held", (*durValue)(&c.MessageTimeout), false},
 		{"write-timeout", "RELAY_WRITE_TIMEOUT", "10s", "drop a connection whose socket accepts nothing for this long", (*durValue)(&c.WriteTimeout), false},
 		{"registration-ttl", "RELAY_REGISTRATION_TTL", "10m", "forget a registration that never connects after this long", (*durValue)(&c.RegistrationTTL), false},
 		{"reconnect-grace", "RELAY_RECONNECT_GRACE", "30s", "keep a registration this long after its socket closes so the same URL can reconnect; 0 forgets it at once", (*durValue)(&c.ReconnectGrace), false},
@@ -121,7 +123,7 @@ func options(c *serveConfig) []option {
 		{"register-rate", "RELAY_REGISTER_RATE", "20", "registrations per second per client address without an API key, i.e. in the open mode, loopback excepted (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.RegisterRate), false},
 		{"connect-rate", "RELAY_CONNECT_RATE", "50", "WebSocket upgrades per second per client address (bursts of twice that; 429 past it); 0: no limit", (*floatValue)(&c.ConnectRate), false},
 		{"rate-exempt", "RELAY_RATE_EXEMPT", "", "comma-separated address ranges the per-address rates do not apply to", (*strValue)(&c.RateExempt), false},
-		{"message-rate", "RELAY_MESSAGE_RATE", "50", "messages per second one client may send (bursts of twice that; closed with 4004 past it); 0: no limit", (*floatValue)(&c.MessageRate), false},
+		{"message-rate", "RELAY_MESSAGE_RATE", "50", "frames per second one client may send, each fragment, ping and pong counted (bursts of twice that; closed with 4004 past it); 0: no limit", (*floatValue)(&c.MessageRate), false},
 		{"tls-cert", "RELAY_TLS_CERT", "", "certificate file (PEM) to serve HTTPS and wss:// with", (*strValue)(&c.TLSCert), false},
 		{"tls-key", "RELAY_TLS_KEY", "", "private key file (PEM) for -tls-cert", (*strValue)(&c.TLSKey), false},
 	}
@@ -196,6 +198,7 @@ func (c *serveConfig) validate() []error {
 		{"-send-queue / RELAY_SEND_QUEUE", int64(c.SendQueue)},
 		{"-ping-interval / RELAY_PING_INTERVAL", int64(c.PingInterval)},
 		{"-idle-timeout / RELAY_IDLE_TIMEOUT", int64(c.IdleTimeout)},
+		{"-message-timeout / RELAY_MESSAGE_TIMEOUT", int64(c.MessageTimeout)},
 		{"-write-timeout / RELAY_WRITE_TIMEOUT", int64(c.WriteTimeout)},
 		{"-registration-ttl / RELAY_REGISTRATION_TTL", int64(c.RegistrationTTL)},
 		{"-shutdown-timeout / RELAY_SHUTDOWN_TIMEOUT", int64(c.ShutdownTimeout)},
@@ -360,6 +363,7 @@ func (c *serveConfig) serverConfig() server.Config {
 	sc.WS.SocketSendBuffer = int(c.SocketSendBuffer)
 	sc.WS.PingInterval = c.PingInterval
 	sc.WS.IdleTimeout = c.IdleTimeout
+	sc.WS.MessageTimeout = c.MessageTimeout
 	sc.WS.WriteTimeout = c.WriteTimeout
 	if c.PublicURL != "" {
 		sc.API.PublicURL, _ = parsePublicURL(c.PublicURL) // validated

@@ -55,6 +55,7 @@ func Handler(src Sources) http.Handler {
 	counter("relay_protocol_violations_total", "Connections closed for breaking the WebSocket protocol or sending unsupported data.", func() float64 { return float64(w.Violations.Load()) })
 	counter("relay_backpressure_total", "Times a socket could not take a write at once and got a goroutine of its own.", func() float64 { return float64(w.Backpressured.Load()) })
 	counter("relay_ws_messages_received_total", "Text messages received from clients.", func() float64 { return float64(w.MessagesIn.Load()) })
+	counter("relay_slow_messages_total", "Connections closed (1008) because a message took longer than -message-timeout to arrive.", func() float64 { return float64(w.SlowMessages.Load()) })
 	counter("relay_connections_refused_total", "WebSocket upgrades refused at the connection limit.", func() float64 { return float64(w.Refused.Load()) })
 	if c := src.Conns; c != nil {
 		labeled := func(kind, name, help, label, value string, f func() float64) {
