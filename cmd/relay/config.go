@@ -103,7 +103,7 @@ func options(c *serveConfig) []option {
 		{"reconnect-grace", "RELAY_RECONNECT_GRACE", "30s", "keep a registration this long after its socket closes so the same URL can reconnect; 0 forgets it at once", (*durValue)(&c.ReconnectGrace), false},
 		{"shutdown-timeout", "RELAY_SHUTDOWN_TIMEOUT", "10s", "on SIGINT/SIGTERM, time allowed to finish requests and close sockets", (*durValue)(&c.ShutdownTimeout), false},
 		{"history", "RELAY_HISTORY", "100/5m/1MiB", "history kept per topic, as size/ttl[/bytes]; add prefix=size/ttl[/bytes] entries, comma-separated, for topics starting with prefix (longest wins), e.g. 100/5m,chat.=1000/1h,tmp.=0", &c.History, false},
-		{"history-budget", "RELAY_HISTORY_BUDGET", "128MiB", "history kept across all topics (payloads, topic names and 128 bytes per message); past it the oldest messages of the least recently published topics are dropped", &c.HistoryBudget, false},
+		{"history-budget", "RELAY_HISTORY_BUDGET", "64MiB", "history kept across all topics (payloads, topic names and 128 bytes per message); past it the oldest messages of the least recently published topics are dropped", &c.HistoryBudget, false},
 		{"max-streams", "RELAY_MAX_STREAMS", "100000", "most topics with a stream (offsets, epoch, history) at once; past it the least recently published topic's stream is dropped and its next publish starts a new epoch", (*intValue)(&c.MaxStreams), false},
 		{"idempotency-window", "RELAY_IDEMPOTENCY_WINDOW", "2m", "how long a publish's idempotency_key is remembered", (*durValue)(&c.IdempotencyTTL), false},
 		{"metrics", "RELAY_METRICS", "true", "serve Prometheus metrics at /metrics on the main listener", (*boolValue)(&c.Metrics), false},

@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -677,6 +678,9 @@ func (h *Hub) expire(now time.Time) int {
 		if !more {
 			return n
 		}
+		// Let the registers and connects that waited for regMu run before
+		// the next batch: with one P, releasing the lock alone would not.
+		runtime.Gosched()
 	}
 }
 

@@ -171,7 +171,15 @@ func TestHistoryBudget(t *testing.T) {
 	if p := history(t, b, fmt.Sprintf("big.%d", topics-1), 0); len(p.Messages) != 1 || !p.Complete {
 		t.Errorf("newest topic: %d messages, complete %v; want its message kept", len(p.Messages), p.Complete)
 	}
-	// Expiry gives the bytes back.
+	// A stream the budget emptied keeps no ring.
+	for topic, s := range b.streams {
+		s.mu.Lock()
+		if s.n == 0 && s.ring != nil {
+			t.Errorf("%s: emptied by the budget but still holds a ring of %d entries", topic, len(s.ring))
+		}
+		s.mu.Unlock()
+	}
+	// Clearing gives the bytes back.
 	for _, s := range b.streams {
 		s.mu.Lock()
 		s.clear()
@@ -267,4 +275,20 @@ func TestSweepDropsManyIdleStreams(t *testing.T) {
 			t.Fatalf("streams after the sweep = %d, want the %d with history", n, 3*sweepBatch)
 		}
 	})
+}
+
+// A one-message history replaces its message on every publish (the ring
+// is emptied and refilled each time).
+func TestOneMessageHistory(t *testing.T) {
+	b := New(Config{History: []HistoryRule{{Size: 1, TTL: time.Hour, Bytes: 1 << 20}}}, &counter{})
+	for i := 1; i <= 3; i++ {
+		pub(t, b, "t", fmt.Sprint(i))
+		p := history(t, b, "t", 0)
+		if len(p.Messages) != 1 || string(p.Messages[0].Data) != fmt.Sprint(i) || p.Latest.Offset != uint64(i) {
+			t.Fatalf("after publish %d: %d messages, latest %d; want only message %d", i, len(p.Messages), p.Latest.Offset, i)
+		}
+	}
+	if held, _ := b.HistoryBytes(); held != cost("t", []byte("3")) {
+		t.Fatalf("budget counts %d bytes, want one message's %d", held, cost("t", []byte("3")))
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,7 +52,7 @@ type Config struct {
 	// HistoryBudget bounds the history held across all topics: payloads,
 	// topic names and 128 bytes per message. Past it the oldest messages
 	// of the least recently published topics are dropped.
-	HistoryBudget int64 // default 128 MiB
+	HistoryBudget int64 // default 64 MiB
 	// MaxStreams bounds the topics with a stream (topics published to);
 	// past it the least recently published topic's stream is dropped, and
 	// its next publish starts a new epoch.
@@ -81,7 +82,7 @@ type Config struct {
 
 // Defaults for the zero Config.
 const (
-	DefaultHistoryBudget = 128 << 20
+	DefaultHistoryBudget = 64 << 20
 	DefaultMaxStreams    = 100_000
 	DefaultMaxFresh      = 100_000
 	DefaultFreshTTL      = 5 * time.Minute
@@ -365,6 +366,7 @@ func (b *Broker) sweep(now time.Time) {
 		more = b.fresh.expire(now, sweepBatch, b.cfg.Watched) == sweepBatch
 		b.stats.Fresh.Add(int64(len(b.fresh.entries) - before))
 		b.mu.Unlock()
+		runtime.Gosched() // let waiting publishes and subscribes in between batches
 	}
 	b.dropIdle(now)
 }
@@ -411,6 +413,7 @@ func (b *Broker) dropIdle(now time.Time) {
 		}
 		resume = e.Value.(*stream)
 		b.mu.Unlock()
+		runtime.Gosched()
 	}
 }
 

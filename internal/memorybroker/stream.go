@@ -45,7 +45,7 @@ func (s *stream) append(m *relay.Message, now time.Time) {
 		return
 	}
 	if s.ring == nil {
-		s.ring = make([]entry, min(s.rule.Size, 16))
+		s.ring = make([]entry, min(s.rule.Size, 4)) // most topics hold a few messages
 	}
 	if s.n == len(s.ring) {
 		if len(s.ring) < s.rule.Size { // grow toward the rule's size
@@ -56,6 +56,9 @@ func (s *stream) append(m *relay.Message, now time.Time) {
 			s.ring, s.head = grown, 0
 		} else {
 			s.dropOldest()
+			if s.ring == nil { // a one-message ring was emptied
+				s.ring = make([]entry, s.rule.Size)
+			}
 		}
 	}
 	s.ring[(s.head+s.n)%len(s.ring)] = entry{m: m, at: now}
@@ -78,6 +81,7 @@ func (s *stream) dropOldest() {
 	s.n--
 	if s.n == 0 {
 		s.acct.forget(s)
+		s.ring, s.head = nil, 0 // an empty stream gives its ring back at once
 	}
 }
 
