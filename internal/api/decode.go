@@ -229,9 +229,9 @@ func excerpt(b []byte) string {
 }
 
 // decodeV1Command decodes a relay.v1 command as encoding/json would decode
-// it into v1Command (keys matched case-insensitively, the last of a
-// repeated key winning, unknown keys ignored), except that topics and
-// since are counted on the raw JSON and refused past maxTopics before
+// it into v1Command (keys matched case-insensitively, unknown keys
+// ignored), except that a field given twice is refused, and that topics
+// and since are counted on the raw JSON and refused past maxTopics before
 // they are decoded: a command is up to the message limit (64 KiB) and
 // runs on a read loop other sockets share, so naming thousands of topics
 // must cost one scan, not thousands of allocations. Shape errors wrap
@@ -240,25 +240,38 @@ func excerpt(b []byte) string {
 func decodeV1Command(msg []byte, maxTopics int) (v1Command, error) {
 	var cmd v1Command
 	var typ, id, topics, since, presence []byte
+	twice := ""
+	set := func(field *[]byte, name string, val []byte) {
+		if *field != nil && twice == "" {
+			twice = name
+		}
+		*field = val
+	}
 	err := members(msg, func(key, val []byte) {
 		switch {
 		case fieldIs(key, "type"):
-			typ = val
+			set(&typ, "type", val)
 		case fieldIs(key, "id"):
-			id = val
+			set(&id, "id", val)
 		case fieldIs(key, "topics"):
-			topics = val
+			set(&topics, "topics", val)
 		case fieldIs(key, "since"):
-			since = val
+			set(&since, "since", val)
 		case fieldIs(key, "presence"):
-			presence = val
+			set(&presence, "presence", val)
 		}
 	})
 	if err == errNotObject {
+		if string(bytes.TrimSpace(msg)) == "null" {
+			return cmd, nil // as encoding/json: nothing set, so "no type" follows
+		}
 		return cmd, fmt.Errorf("command must be a JSON object: %w", relay.ErrInvalid)
 	}
 	if err != nil {
 		return cmd, fmt.Errorf("command is not valid JSON (%v): %w", err, relay.ErrInvalid)
+	}
+	if twice != "" {
+		return cmd, fmt.Errorf("command gives %q more than once: %w", twice, relay.ErrInvalid)
 	}
 	if id != nil {
 		cmd.ID = json.RawMessage(bytes.Clone(id))

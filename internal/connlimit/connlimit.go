@@ -27,6 +27,7 @@
 package connlimit
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -100,6 +101,9 @@ type Stats struct {
 	// reached and no connection could be closed instead: every one that
 	// counts against that cap was running a handler or was a WebSocket.
 	Refused atomic.Uint64
+	// Aborted counts requests not run because their connection had just
+	// been shed (see Install).
+	Aborted atomic.Uint64
 	// AcceptErrors counts failed accepts that were retried (such as EMFILE,
 	// too many open files); they are logged at most once per 10s.
 	AcceptErrors atomic.Uint64
@@ -179,13 +183,24 @@ func defaultMaxOpen() int {
 func (l *Limiter) Stats() *Stats { return l.stats }
 
 // Install sets srv.ConnState (calling any hook already set) so the
-// Limiter learns what each connection is doing. Call it before serving.
+// Limiter learns what each connection is doing, and wraps srv.Handler
+// (and srv.ConnContext) so that no request runs on a connection it has
+// shed. Call it before serving.
 //
-// The states are all it needs. net/http reports StateActive only once a
-// request's headers have been read, so a connection reading its first
-// request is still StateNew, and one reading a later request is still
-// StateIdle; StateActive lasts until the response is written. HTTP/2
-// reports StateActive while any stream is open and StateIdle when none is.
+// net/http reports StateActive only once a request's headers have been
+// read, so a connection reading its first request is still StateNew, and
+// one reading a later request is still StateIdle; StateActive lasts until
+// the response is written. HTTP/2 reports StateActive while any stream is
+// open and StateIdle when none is.
+//
+// Between the end of a request's headers and the StateActive hook, the
+// connection still looks like one reading, and may be shed; its request
+// would then run anyway, and a publish could be applied while its client
+// only sees the connection close. The StateActive hook runs before the
+// handler and takes the same lock as shedding, so a handler that finds
+// its connection shed knows it was shed first: it is aborted
+// (http.ErrAbortHandler) before doing anything, and the client can retry
+// safely.
 func (l *Limiter) Install(srv *http.Server) {
 	hook := srv.ConnState
 	srv.ConnState = func(nc net.Conn, st http.ConnState) {
@@ -194,7 +209,31 @@ func (l *Limiter) Install(srv *http.Server) {
 			hook(nc, st)
 		}
 	}
+	connCtx := srv.ConnContext
+	srv.ConnContext = func(ctx context.Context, nc net.Conn) context.Context {
+		if connCtx != nil {
+			ctx = connCtx(ctx, nc)
+		}
+		if c := unwrap(nc); c != nil {
+			ctx = context.WithValue(ctx, connKey{}, c)
+		}
+		return ctx
+	}
+	h := srv.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, _ := r.Context().Value(connKey{}).(*conn); c != nil && c.shed.Load() {
+			l.stats.Aborted.Add(1)
+			panic(http.ErrAbortHandler)
+		}
+		h.ServeHTTP(w, r)
+	})
 }
+
+// connKey keys a request context's *conn.
+type connKey struct{}
 
 // unwrap returns the Limiter's conn under nc, looking through TLS.
 func unwrap(nc net.Conn) *conn {
@@ -283,6 +322,7 @@ func (l *Limiter) admit(c *conn) bool {
 			l.stats.Refused.Add(1)
 			return false
 		}
+		victim.shed.Store(true) // before any StateActive hook of its can run: see Install
 		if victim.state == idle {
 			l.stats.ShedIdle.Add(1)
 		} else {

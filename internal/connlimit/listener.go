@@ -115,6 +115,7 @@ type conn struct {
 	key    netip.Addr // see addrKey
 	exempt bool       // from the per-address cap
 	closed atomic.Bool
+	shed   atomic.Bool // closed to make room; its requests must not run
 
 	// Guarded by owner.mu.
 	prev, next *conn // the pending list, while pending

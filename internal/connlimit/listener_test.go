@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -400,4 +401,49 @@ func TestConnInterfaces(t *testing.T) {
 		t.Fatalf("client read %q, %v; want hi then EOF", b, err)
 	}
 	checkCounts(t, l, 1, 1)
+}
+
+// TestShedBeforeActiveAbortsRequest: a connection whose request has been
+// read but whose StateActive hook has not run yet still looks like one
+// reading, and may be shed. Its handler must then not run: a publish
+// applied on a connection the client sees closed could not be retried
+// safely.
+func TestShedBeforeActiveAbortsRequest(t *testing.T) {
+	l := New(Config{MaxPending: 1, MaxPerAddress: -1}, nil, nil)
+	var ran atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ran.Add(1) })}
+	l.Install(srv)
+	installed := srv.ConnState
+	arrived, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv.ConnState = func(nc net.Conn, st http.ConnState) {
+		if st == http.StateActive {
+			once.Do(func() { close(arrived); <-gate }) // hold the first request between its headers and the hook
+		}
+		installed(nc, st)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l.Listener(inner))
+	t.Cleanup(func() { srv.Close() })
+	addr := inner.Addr().String()
+
+	a := dial(t, addr)
+	io.WriteString(a, "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	<-arrived
+	b := dial(t, addr) // MaxPending 1: a, still looking like a reader, is shed
+	eventually(t, "a shed", func() bool { return l.Stats().ShedReading.Load() == 1 })
+	close(gate)
+	if !closedByServer(a) {
+		t.Fatal("the shed connection was not closed")
+	}
+	eventually(t, "a's request aborted", func() bool { return l.Stats().Aborted.Load() == 1 })
+	if resp, err := get(b, "/health", false); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the newcomer's request: %v, %v", resp, err)
+	}
+	if n := ran.Load(); n != 1 {
+		t.Fatalf("the handler ran %d times, want once (the newcomer's only)", n)
+	}
 }

@@ -2,7 +2,10 @@
 
 package connlimit
 
-import "syscall"
+import (
+	"math"
+	"syscall"
+)
 
 // openFileLimit returns the process's open-file limit (the soft
 // RLIMIT_NOFILE), or 0 when it cannot be read.
@@ -11,8 +14,8 @@ func openFileLimit() int {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0
 	}
-	if n := uint64(rl.Cur); n < 1<<31 {
+	if n := uint64(rl.Cur); n < math.MaxInt32 {
 		return int(n)
 	}
-	return 1 << 31 // unlimited
+	return math.MaxInt32 // unlimited, or too many to matter (and int may be 32 bits)
 }

@@ -579,9 +579,9 @@ func (h *Hub) normalize(topics []string) ([]string, error) {
 }
 
 // CheckTopic validates a topic name: 1 to MaxTopicLength bytes of UTF-8
-// without control characters, invisible format characters (Unicode
-// category Cf), white space or '*' (which token topic patterns use as a
-// wildcard).
+// without control characters, invisible characters (Unicode category Cf,
+// variation selectors and the other default-ignorable code points), white
+// space or '*' (which token topic patterns use as a wildcard).
 func (h *Hub) CheckTopic(t string) error {
 	if t == "" {
 		return fmt.Errorf("topic must not be empty: %w", relay.ErrInvalid)
@@ -596,10 +596,11 @@ func (h *Hub) CheckTopic(t string) error {
 		switch {
 		case r < 0x20 || r == 0x7f || unicode.IsControl(r):
 			return fmt.Errorf("topic %q contains a control character: %w", t, relay.ErrInvalid)
-		case unicode.Is(unicode.Cf, r):
-			// Invisible format characters (zero-width space, bidi overrides)
-			// make two topics look alike, or one look like another.
-			return fmt.Errorf("topic %q contains the invisible format character %U: %w", t, r, relay.ErrInvalid)
+		case unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point):
+			// Invisible characters (zero-width spaces, bidi overrides,
+			// variation selectors, Hangul fillers) make two topics look
+			// alike, or one look like another.
+			return fmt.Errorf("topic %q contains the invisible character %U: %w", t, r, relay.ErrInvalid)
 		case unicode.IsSpace(r):
 			return fmt.Errorf("topic %q contains white space: %w", t, relay.ErrInvalid)
 		case r == '*':

@@ -118,9 +118,12 @@ func TestSetTopicsRefusesBadInput(t *testing.T) {
 		{[]string{"123456789"}, relay.ErrInvalid, "9 bytes long"},
 		{[]string{"a\nb"}, relay.ErrInvalid, "control character"},
 		{[]string{"a\xffb"}, relay.ErrInvalid, "UTF-8"},
-		{[]string{"cats\u200b"}, relay.ErrInvalid, "format character U+200B"},
-		{[]string{"a\u202eb"}, relay.ErrInvalid, "format character U+202E"},
-		{[]string{"\ufeffcats"}, relay.ErrInvalid, "format character U+FEFF"},
+		{[]string{"cats\u200b"}, relay.ErrInvalid, "invisible character U+200B"},
+		{[]string{"a\u202eb"}, relay.ErrInvalid, "invisible character U+202E"},
+		{[]string{"\ufeffcats"}, relay.ErrInvalid, "invisible character U+FEFF"},
+		{[]string{"cats\ufe0f"}, relay.ErrInvalid, "invisible character U+FE0F"},
+		{[]string{"a\u3164b"}, relay.ErrInvalid, "invisible character U+3164"},
+		{[]string{"a\u034fb"}, relay.ErrInvalid, "invisible character U+034F"},
 		{[]string{"a\u2028b"}, relay.ErrInvalid, "white space"},
 		{[]string{"a", "b", "c", "d"}, relay.ErrLimit, "at most 3"},
 	}
@@ -409,3 +412,27 @@ type nopSub struct{ _ int }
 
 func (nopSub) Deliver(*relay.Delivery) bool { return true }
 func (nopSub) Close(relay.CloseReason)      {}
+
+// Watched answers without waiting: true while a subscriber is there, false
+// once it has left, and true (the safe answer) while the shard is locked.
+func TestWatched(t *testing.T) {
+	h := New(Config{}, nil)
+	if h.Watched("cats") {
+		t.Fatal("Watched(cats) before anyone subscribed = true")
+	}
+	c, s := attached(t, h, 1) // on cats, the default
+	if !h.Watched("cats") || h.Watched("dogs") {
+		t.Fatalf("Watched(cats), Watched(dogs) = %v, %v; want true, false", h.Watched("cats"), h.Watched("dogs"))
+	}
+	sh := h.shard("dogs")
+	sh.mu.Lock()
+	busy := h.Watched("dogs")
+	sh.mu.Unlock()
+	if !busy {
+		t.Fatal("Watched(dogs) with its shard locked = false, want true rather than wait")
+	}
+	h.Detach(c, s)
+	if h.Watched("cats") {
+		t.Fatal("Watched(cats) after the subscriber left = true")
+	}
+}

@@ -232,6 +232,21 @@ func (h *Hub) Subscribers(name string) int {
 	return 0
 }
 
+// Watched reports whether topic has local subscribers without ever
+// waiting: the broker asks while holding its own lock, and a shard lock
+// can be held through a large fan-out (or queued behind a writer that
+// is). When the shard is busy it answers true, the safe answer: the
+// broker then keeps the topic's stream or epoch a little longer.
+func (h *Hub) Watched(name string) bool {
+	sh := h.shard(name)
+	if !sh.mu.TryRLock() {
+		return true
+	}
+	defer sh.mu.RUnlock()
+	t := sh.topics[name]
+	return t != nil && len(t.list) > 0
+}
+
 // Presence is one user present on a topic.
 type Presence struct {
 	User        relay.UserID `json:"user_id"`

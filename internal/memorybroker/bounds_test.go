@@ -292,3 +292,20 @@ func TestOneMessageHistory(t *testing.T) {
 		t.Fatalf("budget counts %d bytes, want one message's %d", held, cost("t", []byte("3")))
 	}
 }
+
+// A stream dropped between its creation and its first publish's lock
+// gives its epoch back, so the retried publish still carries the epoch
+// readers were told.
+func TestEvictedBeforeFirstPublishKeepsTheEpoch(t *testing.T) {
+	b := New(Config{MaxStreams: 1}, &counter{})
+	told := history(t, b, "T", 0).Latest.Epoch
+	b.publishing("T", time.Now()) // the publish of T has created its stream, not yet locked it
+	pub(t, b, "U", "x")           // the cap of 1 drops T's stream
+	r, err := b.Publish(context.Background(), &relay.Message{Topic: "T", Data: []byte("x")}, relay.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Offset != 1 || r.Epoch != told {
+		t.Fatalf("T's first publish = %+v, want offset 1 in the epoch readers were told, %s", r.Position, told)
+	}
+}

@@ -15,8 +15,9 @@
 // subscriber sees offsets in order); budget.mu guards the list of streams
 // holding history and is a leaf; idempotency.mu guards the idempotency
 // table. Lock order: Broker.mu → stream.mu → budget.mu, and stream.mu →
-// the hub's locks (inside Fanout); Broker.mu → the hub's locks (inside
-// Watched). idempotency.mu is never held with another.
+// the hub's locks (inside Fanout). Watched is called under Broker.mu and
+// only tries the hub's locks, never waits for them. idempotency.mu is
+// never held with another.
 package memorybroker
 
 import (
@@ -63,7 +64,9 @@ type Config struct {
 	MaxFresh int           // default 100,000
 	FreshTTL time.Duration // default 5m; longer while the topic has subscribers
 	// Watched reports whether topic has subscribers on this node: their
-	// stream or fresh epoch is kept while they wait. Nil: none has.
+	// stream or fresh epoch is kept while they wait. It is called with
+	// Broker.mu held, so it must not wait (the hub's Watched answers true
+	// rather than wait). Nil: none has.
 	Watched func(topic string) bool
 	// IdempotencyWindow is how long a publish's idempotency key is
 	// remembered.
@@ -240,7 +243,14 @@ func (b *Broker) dropLocked(s *stream) {
 	s.mu.Lock()
 	s.dropped = true
 	s.clear()
+	unpublished := s.offset == 0 // its publish has yet to lock it, and will retry
 	s.mu.Unlock()
+	if unpublished {
+		// The retry creates the stream again: it must carry the epoch
+		// readers were told, not a new one.
+		b.fresh.put(s.topic, s.epoch, time.Now())
+		b.stats.Fresh.Add(1)
+	}
 	delete(b.streams, s.topic)
 	b.lru.Remove(s.lruElem)
 	b.stats.Streams.Add(-1)

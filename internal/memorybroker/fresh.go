@@ -55,6 +55,13 @@ func (f *fresh) epoch(topic string, now time.Time, watched func(string) bool) (e
 	return fe.epoch, evicted
 }
 
+// put remembers epoch for topic, which has none, without evicting: a
+// stream dropped before its first publish gives its epoch back. The
+// table may pass its cap by the few publishes in flight.
+func (f *fresh) put(topic, epoch string, now time.Time) {
+	f.entries[topic] = f.order.PushBack(&freshEntry{topic: topic, epoch: epoch, expires: now.Add(f.ttl).UnixNano()})
+}
+
 func (f *fresh) evictOne(watched func(string) bool) {
 	victim := f.order.Front()
 	for e, i := victim, 0; e != nil && i < freshScan; e, i = e.Next(), i+1 {

@@ -77,6 +77,7 @@ func Handler(src Sources) http.Handler {
 		labeled("counter", "relay_listener_at_cap_total", capHelp, "cap", "http", func() float64 { return float64(c.AtMaxPending.Load()) })
 		labeled("counter", "relay_listener_at_cap_total", capHelp, "cap", "per_address", func() float64 { return float64(c.AtMaxPerAddress.Load()) })
 		counter("relay_listener_refused_total", "New connections closed at once: a cap was reached and every connection under it was busy.", func() float64 { return float64(c.Refused.Load()) })
+		counter("relay_listener_aborted_total", "Requests not run because their connection had just been closed to make room.", func() float64 { return float64(c.Aborted.Load()) })
 		counter("relay_listener_accept_errors_total", "Failed accepts that were retried (such as too many open files).", func() float64 { return float64(c.AcceptErrors.Load()) })
 	}
 	if m := src.Memory; m != nil {

@@ -89,7 +89,7 @@ func New(cfg Config, log *slog.Logger) *Server {
 	if memCfg.Watched == nil {
 		// A topic with local subscribers keeps its stream or fresh epoch:
 		// they were told its epoch and wait for its next offset.
-		memCfg.Watched = func(topic string) bool { return s.Hub.Subscribers(topic) > 0 }
+		memCfg.Watched = s.Hub.Watched
 	}
 	s.Broker = memorybroker.New(memCfg, s.Hub)
 	var a *api.API
@@ -121,6 +121,9 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	return lc.Listen(ctx, "tcp", addr)
 }
 
+// maxStreamsPerConn bounds the requests one HTTP/2 connection runs at once.
+const maxStreamsPerConn = 16
+
 // Run serves on ln until ctx ends, then stops gracefully: /health turns
 // 503, the listener closes, in-flight requests finish, and every socket
 // gets a 1001 close, all within the shutdown timeout.
@@ -140,6 +143,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	if s.cfg.TLSCert != "" {
 		srv.TLSConfig = tlsConfig()
+		// The connection caps count connections, and an HTTP/2 connection
+		// carries many requests: bound them, or one connection could run
+		// 250 slow handlers that are never shed.
+		srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConn}
 	}
 	limiter.Install(srv)
 	g, ctx := errgroup.WithContext(ctx)
