@@ -5,7 +5,9 @@ import "context"
 // Broker carries publishes to the local fan-out of every node that runs
 // Relay and keeps each topic's stream: offsets, epoch and bounded history.
 // The embedded engine (memorybroker) is a single node; networked brokers
-// implement the same contract.
+// implement the same contract, including its bounds: only a publish
+// creates a stream, the streams held are capped, and history is bounded
+// per topic and in total (docs/security.md lists the bounds).
 type Broker interface {
 	// Publish assigns m its offset and epoch (unless it is for one user),
 	// stores it in its topic's history and hands it to every node's
@@ -19,8 +21,11 @@ type Broker interface {
 type HistoryReader interface {
 	// History returns up to limit messages of topic with offsets above
 	// since, oldest first (limit <= 0: all that are kept), and the
-	// stream's latest position. Asking creates the stream if it does not
-	// exist, so its epoch is fixed from the first time anyone looks.
+	// stream's latest position. Reading must not create lasting state:
+	// a topic without a stream answers offset 0 and the epoch its first
+	// message will carry, remembered (if at all) in a small, short-lived
+	// entry bounded in count, since anyone who can subscribe can read
+	// any number of topics.
 	History(ctx context.Context, topic string, since uint64, limit int) (HistoryPage, error)
 }
 
