@@ -43,7 +43,7 @@ func TestReadsOfUnpublishedTopicsStoreNoStreams(t *testing.T) {
 	if n := b.Streams(); n != 0 {
 		t.Errorf("%d subscribes and 1000 history reads left %d streams, want 0", rounds*perRound, n)
 	}
-	if n := b.Stats().Fresh.Load(); n > maxFresh {
+	if n := b.FreshEpochs(); n > maxFresh {
 		t.Errorf("fresh epochs held = %d, want at most %d", n, maxFresh)
 	}
 	_, _, metrics := request(t, "GET", in.URL+"/metrics", "")
@@ -96,7 +96,7 @@ func TestOversizedSubscribeIsRefusedFirst(t *testing.T) {
 			t.Errorf("%s has %d subscribers after refused subscribes, want 0", topic, n)
 		}
 	}
-	if n := in.Server.Broker.Stats().Fresh.Load(); n != 0 {
+	if n := in.Server.Broker.FreshEpochs(); n != 0 {
 		t.Errorf("refused subscribes left %d fresh epochs, want 0", n)
 	}
 }

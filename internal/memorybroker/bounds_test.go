@@ -47,7 +47,7 @@ func TestReadsCreateNoStreams(t *testing.T) {
 		t.Errorf("%d reads left %d streams, want 0", reads, n)
 	}
 	st := b.Stats()
-	if got := st.Fresh.Load(); got != maxFresh {
+	if got := b.FreshEpochs(); got != maxFresh {
 		t.Errorf("fresh epochs held = %d, want the cap %d", got, maxFresh)
 	}
 	if got := st.FreshEvicted.Load(); got != reads-maxFresh {
@@ -72,7 +72,7 @@ func TestFirstPublishAdoptsTheEpochReadersSaw(t *testing.T) {
 	if r.Offset != 1 || r.Epoch != seen.Epoch {
 		t.Fatalf("first publish = %+v, want offset 1 in epoch %s", r.Position, seen.Epoch)
 	}
-	if n := b.Stats().Fresh.Load(); n != 0 {
+	if n := b.FreshEpochs(); n != 0 {
 		t.Fatalf("%d fresh epochs left after the publish, want 0", n)
 	}
 	// A recovery from the read position is complete.
@@ -109,7 +109,7 @@ func TestFreshEpochsExpireUnlessWatched(t *testing.T) {
 		if got := history(t, b, "kept", 0).Latest.Epoch; got != kept {
 			t.Errorf("watched topic's epoch was evicted at the cap")
 		}
-		if got := b.Stats().Fresh.Load(); got != 3 {
+		if got := b.FreshEpochs(); got != 3 {
 			t.Errorf("fresh epochs held = %d, want 3", got)
 		}
 	})

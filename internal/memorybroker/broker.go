@@ -133,10 +133,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Stats are the broker's counters, read by the metrics exporter.
+// Stats are the broker's counters, read by the metrics exporter. The
+// sizes of its tables are Streams and FreshEpochs.
 type Stats struct {
-	Streams        atomic.Int64  // topics with a stream
-	Fresh          atomic.Int64  // epochs remembered for topics not yet published to
 	StreamsEvicted atomic.Uint64 // streams dropped because MaxStreams was reached
 	FreshEvicted   atomic.Uint64 // fresh epochs forgotten early because MaxFresh was reached
 }
@@ -151,7 +150,7 @@ type Broker struct {
 
 	mu      sync.Mutex
 	streams map[string]*stream
-	lru     list.List // of *stream, most recently published first
+	lru     list.List // of *stream, least recently published first
 	fresh   fresh
 
 	sweepBuf []*stream // owned by Run
@@ -200,7 +199,7 @@ func (b *Broker) publishing(topic string, now time.Time) *stream {
 	s := b.streams[topic]
 	if s != nil {
 		s.touched = now
-		b.lru.MoveToFront(s.lruElem)
+		b.lru.MoveToBack(s.lruElem)
 		return s
 	}
 	if len(b.streams) >= b.cfg.MaxStreams {
@@ -209,13 +208,10 @@ func (b *Broker) publishing(topic string, now time.Time) *stream {
 	epoch := b.fresh.take(topic)
 	if epoch == "" {
 		epoch = newEpoch()
-	} else {
-		b.stats.Fresh.Add(-1)
 	}
 	s = &stream{topic: topic, epoch: epoch, rule: b.rule(topic), acct: &b.hist, touched: now}
-	s.lruElem = b.lru.PushFront(s)
+	s.lruElem = b.lru.PushBack(s)
 	b.streams[topic] = s
-	b.stats.Streams.Add(1)
 	return s
 }
 
@@ -223,18 +219,37 @@ func (b *Broker) publishing(topic string, now time.Time) *stream {
 // preferring one without local subscribers among the oldest few. The
 // caller holds b.mu.
 func (b *Broker) evictLocked() {
-	victim := b.lru.Back()
-	for e, i := victim, 0; e != nil && i < freshScan; e, i = e.Prev(), i+1 {
-		if !b.cfg.Watched(e.Value.(*stream).topic) {
-			victim = e
-			break
-		}
-	}
+	victim := oldestUnwatched(&b.lru, b.cfg.Watched)
 	if victim == nil {
 		return
 	}
 	b.dropLocked(victim.Value.(*stream))
 	b.stats.StreamsEvicted.Add(1)
+}
+
+// evictScan is how many of the oldest entries of a full table are looked
+// at for one whose topic no local subscriber is using.
+const evictScan = 8
+
+// oldestUnwatched returns the entry to evict from l, whose elements (a
+// *stream or a *freshEntry) are oldest first: the first of the evictScan
+// oldest whose topic has no local subscriber, else the oldest. It is the
+// one eviction policy of the stream and fresh tables.
+func oldestUnwatched(l *list.List, watched func(string) bool) *list.Element {
+	oldest := l.Front()
+	for e, i := oldest, 0; e != nil && i < evictScan; e, i = e.Next(), i+1 {
+		var topic string
+		switch v := e.Value.(type) {
+		case *stream:
+			topic = v.topic
+		case *freshEntry:
+			topic = v.topic
+		}
+		if !watched(topic) {
+			return e
+		}
+	}
+	return oldest
 }
 
 // dropLocked removes s from the table and lets its history go. The caller
@@ -249,11 +264,9 @@ func (b *Broker) dropLocked(s *stream) {
 		// The retry creates the stream again: it must carry the epoch
 		// readers were told, not a new one.
 		b.fresh.put(s.topic, s.epoch, time.Now())
-		b.stats.Fresh.Add(1)
 	}
 	delete(b.streams, s.topic)
 	b.lru.Remove(s.lruElem)
-	b.stats.Streams.Add(-1)
 }
 
 // lookup returns topic's stream, or nil and the epoch its first message
@@ -264,12 +277,10 @@ func (b *Broker) lookup(topic string) (*stream, string) {
 	if s := b.streams[topic]; s != nil {
 		return s, ""
 	}
-	had := len(b.fresh.entries)
 	epoch, evicted := b.fresh.epoch(topic, time.Now(), b.cfg.Watched)
 	if evicted {
 		b.stats.FreshEvicted.Add(1)
 	}
-	b.stats.Fresh.Add(int64(len(b.fresh.entries) - had))
 	return nil, epoch
 }
 
@@ -372,9 +383,7 @@ func (b *Broker) sweep(now time.Time) {
 	b.idem.sweep(now)
 	for more := true; more; {
 		b.mu.Lock()
-		before := len(b.fresh.entries)
 		more = b.fresh.expire(now, sweepBatch, b.cfg.Watched) == sweepBatch
-		b.stats.Fresh.Add(int64(len(b.fresh.entries) - before))
 		b.mu.Unlock()
 		runtime.Gosched() // let waiting publishes and subscribes in between batches
 	}
@@ -382,14 +391,14 @@ func (b *Broker) sweep(now time.Time) {
 }
 
 // dropIdle drops the streams that have had no publish for StreamIdle, hold
-// no history and have no local subscriber. They are at the back of the
-// LRU list, walked in batches; a watched one is moved to the front, so it
+// no history and have no local subscriber. They are at the front of the
+// LRU list, walked in batches; a watched one is moved to the back, so it
 // is looked at again only after another StreamIdle.
 func (b *Broker) dropIdle(now time.Time) {
 	var resume *stream // where the previous batch stopped
 	for {
 		b.mu.Lock()
-		e := b.lru.Back()
+		e := b.lru.Front()
 		if resume != nil {
 			if b.streams[resume.topic] != resume {
 				b.mu.Unlock()
@@ -403,7 +412,7 @@ func (b *Broker) dropIdle(now time.Time) {
 				e = nil
 				break
 			}
-			prev := e.Prev()
+			next := e.Next()
 			s.mu.Lock()
 			empty := s.n == 0
 			s.mu.Unlock()
@@ -411,11 +420,11 @@ func (b *Broker) dropIdle(now time.Time) {
 			case !empty: // its rule keeps history longer than StreamIdle
 			case b.cfg.Watched(s.topic):
 				s.touched = now
-				b.lru.MoveToFront(e)
+				b.lru.MoveToBack(e)
 			default:
 				b.dropLocked(s)
 			}
-			e = prev
+			e = next
 		}
 		if e == nil {
 			b.mu.Unlock()
@@ -432,4 +441,12 @@ func (b *Broker) Streams() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.streams)
+}
+
+// FreshEpochs returns how many epochs are remembered for topics read but
+// not yet published to.
+func (b *Broker) FreshEpochs() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.fresh.entries)
 }

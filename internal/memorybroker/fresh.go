@@ -29,10 +29,6 @@ type freshEntry struct {
 	expires int64 // unix nanoseconds
 }
 
-// freshScan is how many of the oldest entries an insertion at the cap
-// looks at to find one no local subscriber is using.
-const freshScan = 8
-
 func (f *fresh) init(ttl time.Duration, max int) {
 	f.ttl, f.max = ttl, max
 	f.entries = make(map[string]*list.Element)
@@ -47,7 +43,7 @@ func (f *fresh) epoch(topic string, now time.Time, watched func(string) bool) (e
 		return e.Value.(*freshEntry).epoch, false
 	}
 	if len(f.entries) >= f.max {
-		f.evictOne(watched)
+		f.remove(oldestUnwatched(&f.order, watched))
 		evicted = true
 	}
 	fe := &freshEntry{topic: topic, epoch: newEpoch(), expires: now.Add(f.ttl).UnixNano()}
@@ -60,17 +56,6 @@ func (f *fresh) epoch(topic string, now time.Time, watched func(string) bool) (e
 // table may pass its cap by the few publishes in flight.
 func (f *fresh) put(topic, epoch string, now time.Time) {
 	f.entries[topic] = f.order.PushBack(&freshEntry{topic: topic, epoch: epoch, expires: now.Add(f.ttl).UnixNano()})
-}
-
-func (f *fresh) evictOne(watched func(string) bool) {
-	victim := f.order.Front()
-	for e, i := victim, 0; e != nil && i < freshScan; e, i = e.Next(), i+1 {
-		if !watched(e.Value.(*freshEntry).topic) {
-			victim = e
-			break
-		}
-	}
-	f.remove(victim)
 }
 
 // take removes topic's entry and returns its epoch ("" when there is

@@ -82,8 +82,8 @@ func Handler(src Sources) http.Handler {
 	}
 	if m := src.Memory; m != nil {
 		ms := m.Stats()
-		gauge("relay_streams", "Topics with a stream (offsets, epoch, history) in the memory engine.", func() float64 { return float64(ms.Streams.Load()) })
-		gauge("relay_fresh_epochs", "Epochs remembered for topics read but never published to.", func() float64 { return float64(ms.Fresh.Load()) })
+		gauge("relay_streams", "Topics with a stream (offsets, epoch, history) in the memory engine.", func() float64 { return float64(m.Streams()) })
+		gauge("relay_fresh_epochs", "Epochs remembered for topics read but never published to.", func() float64 { return float64(m.FreshEpochs()) })
 		gauge("relay_history_bytes", "History held across all topics, as counted against -history-budget.", func() float64 { held, _ := m.HistoryBytes(); return float64(held) })
 		counter("relay_history_evicted_total", "Messages dropped from history to stay within -history-budget.", func() float64 { _, n := m.HistoryBytes(); return float64(n) })
 		counter("relay_streams_evicted_total", "Streams dropped because -max-streams was reached.", func() float64 { return float64(ms.StreamsEvicted.Load()) })
