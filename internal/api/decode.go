@@ -115,6 +115,13 @@ func decodeTopics(msg []byte, maxTopics int) ([]string, error) {
 	if isNull(raw) {
 		return nil, fmt.Errorf(`topics is required: send {"topics": ["name", ...]}: %w`, relay.ErrInvalid)
 	}
+	return decodeTopicNames(raw, maxTopics)
+}
+
+// decodeTopicNames decodes a JSON array of topic names (raw is valid JSON,
+// from members), counting it first and refusing more than maxTopics
+// before any name is decoded.
+func decodeTopicNames(raw []byte, maxTopics int) ([]string, error) {
 	n := elements(raw)
 	switch {
 	case n < 0:
@@ -293,16 +300,8 @@ func decodeV1Command(msg []byte, maxTopics int) (v1Command, error) {
 		}
 	}
 	if !isNull(topics) {
-		n := elements(topics)
-		switch {
-		case n < 0:
-			return cmd, fmt.Errorf("topics must be an array of topic names, got %s: %w", excerpt(topics), relay.ErrInvalid)
-		case n > maxTopics:
-			return cmd, fmt.Errorf("command names %d topics; a connection may have at most %d: %w", n, maxTopics, relay.ErrLimit)
-		}
-		cmd.Topics = make([]string, 0, n)
-		if err := json.Unmarshal(topics, &cmd.Topics); err != nil {
-			return cmd, fmt.Errorf("topics must be an array of strings: %w", relay.ErrInvalid)
+		if cmd.Topics, err = decodeTopicNames(topics, maxTopics); err != nil {
+			return cmd, err
 		}
 	}
 	if !isNull(since) {
