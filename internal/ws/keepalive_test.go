@@ -12,6 +12,30 @@ import (
 	"github.com/relayhq/relay/internal/relay"
 )
 
+// runOnPipe runs s, which reads with goroutines (a poller parks in I/O,
+// which a synctest bubble cannot wait out), with one connection over a
+// net.Pipe, and returns it and the client's end. stop waits for the
+// connection to be closed (by either side), then stops s and waits for
+// Run to return.
+func runOnPipe(s *Server) (c *Conn, clientSide net.Conn, stop func()) {
+	s.dropPollers()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		s.Run(ctx, time.Second)
+		close(done)
+	}()
+	serverSide, clientSide := net.Pipe()
+	rec := &recorder{closed: make(chan struct{})}
+	c = s.adopt(serverSide, relay.FormatSeed, "")
+	c.Start(rec)
+	return c, clientSide, func() {
+		<-rec.closed
+		cancel()
+		<-done
+	}
+}
+
 // TestKeepalive runs the shared ticker on a fake clock: the client is
 // pinged every PingInterval, answering keeps it alive, and once it stops
 // answering it is closed with 4003 one IdleTimeout after it was last heard.
@@ -19,17 +43,7 @@ func TestKeepalive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const ping, idle = 10 * time.Second, 30 * time.Second
 		s := New(Config{PingInterval: ping, IdleTimeout: idle, CloseTimeout: 2 * time.Second})
-		s.dropPollers() // a poller parks in I/O, which a synctest bubble cannot wait out
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			s.Run(ctx, time.Second)
-			close(done)
-		}()
-		serverSide, clientSide := net.Pipe()
-		c := s.adopt(serverSide, relay.FormatSeed, "")
-		rec := &recorder{closed: make(chan struct{})}
-		c.Start(rec)
+		_, clientSide, stop := runOnPipe(s)
 
 		start := time.Now()
 		answerUntil := start.Add(45 * time.Second)
@@ -55,9 +69,7 @@ func TestKeepalive(t *testing.T) {
 				closedAt = time.Since(start)
 			}
 		}
-		<-rec.closed
-		cancel()
-		<-done
+		stop()
 
 		if code != 4003 {
 			t.Fatalf("close code = %d, want 4003 (idle)", code)

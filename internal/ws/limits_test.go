@@ -3,11 +3,9 @@ package ws
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"runtime"
 	"testing"
@@ -103,17 +101,7 @@ func TestMessageTimeout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				s := New(Config{MessageTimeout: timeout, CloseTimeout: time.Second})
-				s.dropPollers() // a poller parks in I/O, which a synctest bubble cannot wait out
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				go func() {
-					s.Run(ctx, time.Second)
-					close(done)
-				}()
-				serverSide, clientSide := net.Pipe()
-				c := s.adopt(serverSide, relay.FormatSeed, "")
-				rec := &recorder{closed: make(chan struct{})}
-				c.Start(rec)
+				c, clientSide, stop := runOnPipe(s)
 
 				type closing struct {
 					code uint16
@@ -159,9 +147,7 @@ func TestMessageTimeout(t *testing.T) {
 					}
 				}
 				clientSide.Close()
-				<-rec.closed
-				cancel()
-				<-done
+				stop()
 
 				switch {
 				case tt.want == 0 && got != nil:
