@@ -52,6 +52,8 @@ type Config struct {
 	// RegisterLimit and ConnectLimit rate-limit POST /register and
 	// WebSocket upgrades per client address; nil: no limit.
 	RegisterLimit, ConnectLimit *ratelimit.Limiter
+	// NodeID names this node in /readyz answers.
+	NodeID string
 }
 
 // Defaults for the zero Config.
@@ -92,6 +94,7 @@ func New(cfg Config, h *hub.Hub, b relay.Broker, wss *ws.Server, log *slog.Logge
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/health", a.methods(http.MethodGet, a.health))
+	mux.Handle("/readyz", a.methods(http.MethodGet, a.readyz))
 	mux.Handle("/register", a.methods(http.MethodPost, a.keyed(a.limited(cfg.RegisterLimit, "register", a.register))))
 	mux.Handle("/register/{id}", a.methods(http.MethodDelete, a.keyed(a.unregister)))
 	mux.Handle("/publish", a.methods(http.MethodPost, a.keyed(a.publish)))
@@ -226,6 +229,24 @@ func (a *API) cors(next http.Handler) http.Handler {
 	})
 }
 
+// readyz answers whether this node can serve: 200 while its engine is
+// reachable, 503 naming the cause otherwise. /health stays a liveness
+// check: a node whose engine is down keeps its sockets open.
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.closing.Load() {
+		a.failStatus(w, http.StatusServiceUnavailable, "shutting down")
+		return
+	}
+	if err := a.broker.Ready(); err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Status string `json:"status"`
+		Node   string `json:"node,omitempty"`
+	}{"ready", a.cfg.NodeID})
+}
+
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	if a.closing.Load() {
 		a.failStatus(w, http.StatusServiceUnavailable, "shutting down")
@@ -293,7 +314,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	id, err := a.hub.Register(req.User)
+	id, err := a.hub.Register(r.Context(), req.User)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -352,7 +373,7 @@ func validHost(h string) bool {
 }
 
 func (a *API) unregister(w http.ResponseWriter, r *http.Request) {
-	if err := a.hub.Unregister(relay.ClientID(r.PathValue("id"))); err != nil {
+	if err := a.hub.Unregister(r.Context(), relay.ClientID(r.PathValue("id"))); err != nil {
 		a.fail(w, err)
 		return
 	}

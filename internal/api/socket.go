@@ -2,7 +2,10 @@ package api
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net/http"
+	"time"
 
 	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/relay"
@@ -13,15 +16,38 @@ import (
 // the registration. Unknown ids get 404 and no upgrade.
 func (a *API) socket(w http.ResponseWriter, r *http.Request) {
 	id := relay.ClientID(r.PathValue("id"))
-	if !a.hub.Registered(id) {
-		a.failStatus(w, http.StatusNotFound, "no registration with id "+string(id)+"; POST /register first")
+	if err := a.hub.Lookup(r.Context(), id); err != nil {
+		if errors.Is(err, relay.ErrNotFound) {
+			a.failStatus(w, http.StatusNotFound, "no registration with id "+string(id)+"; POST /register first")
+		} else {
+			a.fail(w, err)
+		}
+		return
+	}
+	if !a.ready(w) {
 		return
 	}
 	c, err := a.ws.Upgrade(w, r)
 	if err != nil {
 		return // answered by the upgrader
 	}
-	a.start(c, func(keepTopics bool) (*hub.Client, error) { return a.hub.Attach(id, c, keepTopics) })
+	ctx, cancel := context.WithTimeout(r.Context(), attachTimeout)
+	defer cancel()
+	a.start(c, func(keepTopics bool) (*hub.Client, error) { return a.hub.Attach(ctx, id, c, keepTopics) })
+}
+
+// attachTimeout bounds claiming a registration from a networked engine.
+const attachTimeout = 5 * time.Second
+
+// ready refuses new sockets with 503 while the engine is unreachable: they
+// could neither subscribe nor be found by other nodes.
+func (a *API) ready(w http.ResponseWriter) bool {
+	if err := a.broker.Ready(); err != nil {
+		w.Header().Set("Retry-After", "1")
+		a.fail(w, err)
+		return false
+	}
+	return true
 }
 
 // tokenSocket upgrades GET /ws?token=<JWT>: a socket that authenticates
@@ -36,6 +62,9 @@ func (a *API) tokenSocket(w http.ResponseWriter, r *http.Request) {
 	claims, err := a.cfg.Auth.Verify(tok)
 	if err != nil {
 		a.fail(w, err)
+		return
+	}
+	if !a.ready(w) {
 		return
 	}
 	c, err := a.ws.Upgrade(w, r)
@@ -60,7 +89,7 @@ func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error
 		err    error
 	)
 	if c.Subprotocol() == ProtocolV1 {
-		s := &v1Session{session{api: a}}
+		s := &v1Session{session: session{api: a}}
 		s.client, err = attach(false)
 		h, client = s, s.client
 	} else {
@@ -68,9 +97,13 @@ func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error
 		s.client, err = attach(true)
 		h, client = s, s.client
 	}
-	if err != nil { // unregistered between the check and the upgrade
+	switch {
+	case errors.Is(err, relay.ErrNotFound): // unregistered between the check and the upgrade
 		c.Close(relay.CloseUnregistered)
-	} else {
+	case err != nil:
+		a.log.Warn("binding a socket to its registration failed", "err", err)
+		c.CloseWith(relay.CloseInternal, "the server could not bind the connection; reconnect")
+	default:
 		a.log.Debug("socket connected", "user_id", client.User, "protocol", c.Subprotocol(), "remote", c.RemoteAddr().String())
 	}
 	c.Start(h)

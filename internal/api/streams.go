@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/relay"
 )
 
@@ -66,15 +65,19 @@ func (a *API) presence(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	users := a.hub.Presence(topic)
+	users, err := a.hub.Presence(r.Context(), topic)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
 	total := 0
 	for _, u := range users {
 		total += u.Connections
 	}
 	writeJSON(w, http.StatusOK, struct {
-		Topic       string         `json:"topic"`
-		Users       []hub.Presence `json:"users"`
-		Connections int            `json:"connections"`
+		Topic       string          `json:"topic"`
+		Users       []relay.Present `json:"users"`
+		Connections int             `json:"connections"`
 	}{topic, users, total})
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -104,9 +105,23 @@ type v1Command struct {
 	Presence bool                      `json:"presence"`
 }
 
-// v1Session speaks relay.v1 on one socket. Its methods run on the socket's
-// reader, one command at a time.
-type v1Session struct{ session }
+// v1Session speaks relay.v1 on one socket. Commands are decoded on the
+// socket's reader; a subscribe, which may wait for the engine (its
+// subscription, history and presence), runs on a worker goroutine that
+// exists while commands are queued, so that the reader, for most sockets
+// an epoll loop shared with many others, never waits for the network.
+// Commands still run one at a time, in the order they came.
+type v1Session struct {
+	session
+
+	mu      sync.Mutex
+	queue   []v1Command // waiting for the worker
+	working bool        // a worker runs; commands must queue behind it
+}
+
+// maxQueuedCommands bounds the commands one socket may have waiting for
+// the engine.
+const maxQueuedCommands = 32
 
 func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 	if s.client == nil {
@@ -121,6 +136,46 @@ func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 		s.reply(c, errorFrame(cmd.ID, code, trimSentinel(err)))
 		return
 	}
+	s.mu.Lock()
+	if !s.working && cmd.Type != "subscribe" && cmd.Type != "" {
+		s.mu.Unlock()
+		s.run(c, cmd) // never waits: unsubscribe, ping, or an error
+		return
+	}
+	if len(s.queue) >= maxQueuedCommands {
+		s.mu.Unlock()
+		s.reply(c, errorFrame(cmd.ID, "limit", fmt.Sprintf("more than %d commands are waiting for earlier subscribes; wait for their replies", maxQueuedCommands)))
+		return
+	}
+	s.queue = append(s.queue, cmd)
+	start := !s.working
+	s.working = true
+	s.mu.Unlock()
+	if start {
+		go s.work(c)
+	}
+}
+
+// work runs the queued commands until none is left.
+func (s *v1Session) work(c *ws.Conn) {
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			s.working = false
+			s.mu.Unlock()
+			return
+		}
+		cmd := s.queue[0]
+		s.queue[0] = v1Command{}
+		s.queue = s.queue[1:]
+		s.mu.Unlock()
+		s.run(c, cmd)
+	}
+}
+
+// run executes one command and answers it.
+func (s *v1Session) run(c *ws.Conn, cmd v1Command) {
+	var err error
 	switch cmd.Type {
 	case "subscribe":
 		err = s.subscribe(c, cmd)
@@ -145,10 +200,8 @@ func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 }
 
 // subscribe adds topics, recovering those in since, and answers each topic
-// with a subscribed frame before its replay. It runs on the socket's reader,
-// for most sockets the epoll loop shared with many others, so the history
-// read must not block: the in-memory engine never does; a networked engine
-// will need a hand-off here.
+// with a subscribed frame before its replay. It runs on the session's
+// worker, since a networked engine answers over the network.
 func (s *v1Session) subscribe(c *ws.Conn, cmd v1Command) error {
 	if len(cmd.Topics) == 0 {
 		return fmt.Errorf(`subscribe needs "topics": a non-empty array of topic names: %w`, relay.ErrInvalid)

@@ -14,7 +14,7 @@ func BenchmarkExpireOneUser(b *testing.B) {
 		b.StopTimer()
 		h := New(Config{RegistrationTTL: time.Nanosecond}, nil)
 		for range 100_000 {
-			h.Register(1)
+			h.Register(ctx, 1)
 		}
 		b.StartTimer()
 		if n := h.expire(time.Now().Add(time.Second)); n != 100_000 {

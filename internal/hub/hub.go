@@ -51,6 +51,19 @@ type Config struct {
 	MaxTopicLength int // default 256
 	// SweepInterval is how often expired registrations are removed.
 	SweepInterval time.Duration // default 1s
+
+	// Interest is told which topics have local subscribers (a networked
+	// engine subscribes to exactly those); nil: nobody needs to know.
+	Interest relay.Interest
+	// Registry, when set, keeps the registrations of every node (a
+	// networked engine's): the hub then holds only the clients attached
+	// here. Nil: the hub's own table is the registry.
+	Registry relay.Registry
+	// Roster, when set, keeps presence for every node and announces joins
+	// and leaves through Fanout; the hub then reports its changes to it
+	// instead of announcing them itself. Nil: the hub's own index is the
+	// roster.
+	Roster relay.Roster
 }
 
 // Defaults for the zero Config.
@@ -155,6 +168,10 @@ type Client struct {
 	gone   bool             // unregistered or expired: no further attach
 
 	deadline time.Time // guarded by Hub.regMu; zero while attached
+
+	// socket names the socket holding the registration in the Registry,
+	// so a late Detach or Kick for an older socket changes nothing.
+	socket string
 }
 
 // TopicFilter says whether a topic may be subscribed to.
@@ -178,7 +195,15 @@ func newID() relay.ClientID {
 
 // Register creates a registration for user with the default topics. It
 // expires unless a socket attaches within the registration TTL.
-func (h *Hub) Register(user relay.UserID) (relay.ClientID, error) {
+func (h *Hub) Register(ctx context.Context, user relay.UserID) (relay.ClientID, error) {
+	if r := h.cfg.Registry; r != nil {
+		id := newID()
+		reg := relay.Registration{User: user, Topics: DefaultTopics}
+		if err := r.Register(ctx, id, reg, h.cfg.RegistrationTTL); err != nil {
+			return "", err
+		}
+		return id, nil
+	}
 	c := &Client{ID: newID(), User: user, topics: slices.Clone(DefaultTopics)}
 	h.regMu.Lock()
 	defer h.regMu.Unlock()
@@ -193,7 +218,21 @@ func (h *Hub) Register(user relay.UserID) (relay.ClientID, error) {
 	return c.ID, nil
 }
 
-// Registered reports whether id is a live registration.
+// Lookup returns nil when id is a live registration on any node, else an
+// error wrapping relay.ErrNotFound (or ErrUnavailable when the registry
+// cannot be reached).
+func (h *Hub) Lookup(ctx context.Context, id relay.ClientID) error {
+	if r := h.cfg.Registry; r != nil {
+		_, err := r.Lookup(ctx, id)
+		return err
+	}
+	if !h.Registered(id) {
+		return fmt.Errorf("no registration with id %q: %w", id, relay.ErrNotFound)
+	}
+	return nil
+}
+
+// Registered reports whether id is a live registration held by this hub.
 func (h *Hub) Registered(id relay.ClientID) bool {
 	h.regMu.RLock()
 	defer h.regMu.RUnlock()
@@ -201,8 +240,11 @@ func (h *Hub) Registered(id relay.ClientID) bool {
 	return ok
 }
 
-// Unregister forgets id and closes its socket, if any.
-func (h *Hub) Unregister(id relay.ClientID) error {
+// Unregister forgets id and closes its socket, if any, wherever it is.
+func (h *Hub) Unregister(ctx context.Context, id relay.ClientID) error {
+	if r := h.cfg.Registry; r != nil {
+		return r.Unregister(ctx, id) // the holding node is kicked
+	}
 	h.regMu.Lock()
 	c, ok := h.clients[id]
 	if ok {
@@ -269,7 +311,12 @@ func (h *Hub) retire(c *Client) relay.Subscriber {
 // positions) it starts with none. A socket already attached is replaced
 // and closed with relay.CloseReplaced: the newest connection wins, so a
 // client whose old TCP connection is half-dead can reconnect at once.
-func (h *Hub) Attach(id relay.ClientID, sub relay.Subscriber, keepTopics bool) (*Client, error) {
+func (h *Hub) Attach(ctx context.Context, id relay.ClientID, sub relay.Subscriber, keepTopics bool) (*Client, error) {
+	if h.cfg.Registry != nil {
+		if err := h.claim(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	h.regMu.Lock()
 	c, ok := h.clients[id]
 	if ok {
@@ -302,6 +349,65 @@ func (h *Hub) Attach(id relay.ClientID, sub relay.Subscriber, keepTopics bool) (
 		old.Close(relay.CloseReplaced)
 	}
 	return c, nil
+}
+
+// claim takes registration id from the Registry for a socket on this
+// node. The client gets a new Client, replacing any this node held for id
+// (whose socket is closed as replaced), so that a late Detach of the old
+// socket can never release the new one.
+func (h *Hub) claim(ctx context.Context, id relay.ClientID) error {
+	socket := string(newID())
+	reg, err := h.cfg.Registry.Attach(ctx, id, socket)
+	if err != nil {
+		return err
+	}
+	c := &Client{ID: id, User: reg.User, topics: slices.Clone(reg.Topics), socket: socket}
+	h.regMu.Lock()
+	old := h.clients[id]
+	if old != nil {
+		h.removeLocked(old)
+	}
+	h.clients[id] = c
+	h.addUserLocked(c)
+	h.stats.Registrations.Add(1)
+	h.regMu.Unlock()
+	if old != nil {
+		if topics := old.Topics(); topics != nil {
+			c.topics = topics // this node saw the latest seed topics
+		}
+		if sub := h.retire(old); sub != nil {
+			sub.Close(relay.CloseReplaced)
+		}
+	}
+	return nil
+}
+
+// Kick implements relay.Node: the Registry asks the node holding id's
+// socket to close it, because it was unregistered or another node took
+// it.
+func (h *Hub) Kick(id relay.ClientID, socket string, reason relay.CloseReason) {
+	h.regMu.Lock()
+	c := h.clients[id]
+	if c == nil || (socket != "" && c.socket != socket) {
+		h.regMu.Unlock()
+		return
+	}
+	h.removeLocked(c)
+	h.regMu.Unlock()
+	if sub := h.retire(c); sub != nil {
+		sub.Close(reason)
+	}
+}
+
+// release hands id back to the Registry after its socket closed here: it
+// lives for the reconnect grace, keeping its seed topics, wherever the
+// client reconnects.
+func (h *Hub) release(c *Client, topics []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.cfg.Registry.Detach(ctx, c.ID, c.socket, topics, h.cfg.ReconnectGrace); err != nil {
+		h.log.Warn("releasing a registration failed; it expires on its own", "err", err)
+	}
 }
 
 // Connect binds a socket that authenticated with a connect token: an
@@ -350,6 +456,25 @@ func (h *Hub) Detach(c *Client, sub relay.Subscriber) {
 		return
 	}
 	if gone {
+		return
+	}
+	if h.cfg.Registry != nil {
+		h.regMu.Lock()
+		own := h.clients[c.ID] == c
+		var topics []string
+		if own {
+			c.mu.Lock()
+			if own = c.sub == nil; own { // nobody re-attached in between
+				c.gone = true
+				topics = slices.Clone(c.topics)
+				h.removeLocked(c)
+			}
+			c.mu.Unlock()
+		}
+		h.regMu.Unlock()
+		if own {
+			go h.release(c, topics)
+		}
 		return
 	}
 	h.regMu.Lock()
@@ -468,11 +593,6 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 	if err != nil {
 		return err
 	}
-	type joined struct {
-		name  string
-		users []relay.UserID
-		added bool
-	}
 	c.mu.Lock()
 	if c.sub != sub {
 		c.mu.Unlock()
@@ -502,9 +622,15 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 		list = append(list, joined{t, users, added})
 	}
 	c.mu.Unlock()
+	if err := h.sync(ctx, c, sub, list); err != nil {
+		return err
+	}
 
 	for _, j := range list {
 		r := Subscribed{Users: j.users, Existing: !j.added}
+		if opts.Presence && h.cfg.Roster != nil {
+			r.Users = h.present(ctx, j.name)
+		}
 		if opts.History != nil {
 			since, want := opts.Since[j.name]
 			from := ^uint64(0) // only the latest position
@@ -534,6 +660,50 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 		}
 	}
 	return nil
+}
+
+// joined is one topic of a Subscribe.
+type joined struct {
+	name  string
+	users []relay.UserID
+	added bool
+}
+
+// sync waits until the engine delivers the newly added topics here (a
+// networked engine subscribes to them), so that a subscribed reply means
+// that any publish made after it arrives. When it cannot, the topics are
+// dropped again and the subscribe fails.
+func (h *Hub) sync(ctx context.Context, c *Client, sub relay.Subscriber, list []joined) error {
+	if h.cfg.Interest == nil {
+		return nil
+	}
+	var added []string
+	for _, j := range list {
+		if j.added {
+			added = append(added, j.name)
+		}
+	}
+	for _, name := range added {
+		if err := h.cfg.Interest.Sync(ctx, name); err != nil {
+			h.Unsubscribe(c, sub, added)
+			return err
+		}
+	}
+	return nil
+}
+
+// present returns the users the Roster lists on topic; when it cannot be
+// read, the subscribe goes on with none listed.
+func (h *Hub) present(ctx context.Context, topic string) []relay.UserID {
+	list, err := h.cfg.Roster.Present(ctx, topic)
+	if err != nil {
+		h.log.Warn("reading presence failed; subscribing without the list of users", "topic", topic, "err", err)
+	}
+	users := make([]relay.UserID, len(list))
+	for i, p := range list {
+		users[i] = p.User
+	}
+	return users
 }
 
 // Unsubscribe removes topics from c's socket sub; topics it is not on are
@@ -616,6 +786,16 @@ func (h *Hub) CheckTopic(t string) error {
 func (h *Hub) Fanout(m *relay.Message) int {
 	d := &relay.Delivery{Msg: m}
 	n := 0
+	if m.Kind == relay.KindJoin || m.Kind == relay.KindLeave {
+		// From the Roster: a presence event of the whole cluster.
+		sh := h.shard(m.Topic)
+		sh.mu.RLock()
+		if t := sh.topics[m.Topic]; t != nil {
+			n = t.tell(d)
+		}
+		sh.mu.RUnlock()
+		return n
+	}
 	if m.HasUser {
 		// Through the topic's member, so a socket that is recovering the
 		// topic gets the message after its acknowledgement and replay, like

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -48,12 +49,12 @@ func msg(topic, data string) *relay.Message {
 // attached registers a client for user and attaches a fake socket.
 func attached(t *testing.T, h *Hub, user relay.UserID) (*Client, *fakeSub) {
 	t.Helper()
-	id, err := h.Register(user)
+	id, err := h.Register(ctx, user)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &fakeSub{}
-	c, err := h.Attach(id, s, true)
+	c, err := h.Attach(ctx, id, s, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestFanoutToOneUser(t *testing.T) {
 	_, a1 := attached(t, h, 1)
 	_, a2 := attached(t, h, 1)
 	_, b := attached(t, h, 2)
-	id, _ := h.Register(1) // registered, never connected
+	id, _ := h.Register(ctx, 1) // registered, never connected
 	_ = id
 	m := msg("cats", "hi")
 	m.User, m.HasUser = 1, true
@@ -145,7 +146,7 @@ func TestAttachReplacesAndDetachIsIdempotent(t *testing.T) {
 	h := New(Config{}, nil)
 	c, old := attached(t, h, 1)
 	neu := &fakeSub{}
-	if _, err := h.Attach(c.ID, neu, true); err != nil {
+	if _, err := h.Attach(ctx, c.ID, neu, true); err != nil {
 		t.Fatal(err)
 	}
 	if len(old.closes) != 1 || old.closes[0] != relay.CloseReplaced {
@@ -166,7 +167,7 @@ func TestAttachReplacesAndDetachIsIdempotent(t *testing.T) {
 func TestUnregisterClosesSocket(t *testing.T) {
 	h := New(Config{}, nil)
 	c, s := attached(t, h, 1)
-	if err := h.Unregister(c.ID); err != nil {
+	if err := h.Unregister(ctx, c.ID); err != nil {
 		t.Fatal(err)
 	}
 	if len(s.closes) != 1 || s.closes[0] != relay.CloseUnregistered {
@@ -175,10 +176,10 @@ func TestUnregisterClosesSocket(t *testing.T) {
 	if h.Registered(c.ID) || h.Fanout(msg("cats", "x")) != 0 {
 		t.Fatal("unregistered client still indexed")
 	}
-	if err := h.Unregister(c.ID); !errors.Is(err, relay.ErrNotFound) {
+	if err := h.Unregister(ctx, c.ID); !errors.Is(err, relay.ErrNotFound) {
 		t.Fatalf("second Unregister = %v, want ErrNotFound", err)
 	}
-	if _, err := h.Attach(c.ID, &fakeSub{}, true); !errors.Is(err, relay.ErrNotFound) {
+	if _, err := h.Attach(ctx, c.ID, &fakeSub{}, true); !errors.Is(err, relay.ErrNotFound) {
 		t.Fatalf("Attach after Unregister = %v, want ErrNotFound", err)
 	}
 	h.Detach(c, s)
@@ -190,11 +191,11 @@ func TestUnregisterClosesSocket(t *testing.T) {
 func TestRegistrationLimit(t *testing.T) {
 	h := New(Config{MaxRegistrations: 2}, nil)
 	for range 2 {
-		if _, err := h.Register(1); err != nil {
+		if _, err := h.Register(ctx, 1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := h.Register(1); !errors.Is(err, relay.ErrLimit) {
+	if _, err := h.Register(ctx, 1); !errors.Is(err, relay.ErrLimit) {
 		t.Fatalf("third Register = %v, want ErrLimit", err)
 	}
 }
@@ -202,7 +203,7 @@ func TestRegistrationLimit(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := New(Config{RegistrationTTL: time.Minute, ReconnectGrace: 10 * time.Second}, nil)
-		never, _ := h.Register(1)
+		never, _ := h.Register(ctx, 1)
 		c, s := attached(t, h, 2)
 
 		time.Sleep(time.Minute - time.Second)
@@ -224,7 +225,7 @@ func TestExpiry(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		h.expire(time.Now())
 		s2 := &fakeSub{}
-		if _, err := h.Attach(c.ID, s2, true); err != nil {
+		if _, err := h.Attach(ctx, c.ID, s2, true); err != nil {
 			t.Fatalf("reattach within grace: %v", err)
 		}
 		time.Sleep(time.Minute) // attached: the old deadline must not bite
@@ -253,11 +254,11 @@ func TestExpiryOfOneUsersManyRegistrations(t *testing.T) {
 		const n = 20_000
 		h := New(Config{RegistrationTTL: time.Minute}, nil)
 		for range n {
-			if _, err := h.Register(7); err != nil {
+			if _, err := h.Register(ctx, 7); err != nil {
 				t.Fatal(err)
 			}
 		}
-		other, _ := h.Register(8)
+		other, _ := h.Register(ctx, 8)
 		if set := h.users[7]; set == nil || set.m == nil || set.len() != n {
 			t.Fatalf("user 7's clients are not held as a set of %d", n)
 		}
@@ -325,7 +326,7 @@ func TestConcurrentSubscribePublish(t *testing.T) {
 				}
 				if r%50 == 49 { // drop and restore the socket now and then
 					h.Detach(cs[i], subs[i])
-					if _, err := h.Attach(cs[i].ID, subs[i], true); err != nil {
+					if _, err := h.Attach(ctx, cs[i].ID, subs[i], true); err != nil {
 						t.Error(err)
 					}
 				}
@@ -395,8 +396,8 @@ func BenchmarkFanout(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			h := New(Config{}, nil)
 			for range n {
-				id, _ := h.Register(1)
-				h.Attach(id, &nopSub{}, true)
+				id, _ := h.Register(ctx, 1)
+				h.Attach(ctx, id, &nopSub{}, true)
 			}
 			m := msg("cats", "hello")
 			b.ReportAllocs()
@@ -436,3 +437,7 @@ func TestWatched(t *testing.T) {
 		t.Fatal("Watched(cats) after the subscriber left = true")
 	}
 }
+
+// ctx is the context of the hub calls in tests: the hub's own registry
+// never waits.
+var ctx = context.Background()

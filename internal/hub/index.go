@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"cmp"
+	"context"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -43,6 +45,11 @@ type member struct {
 	// pending holds what arrives for the member while it recovers, so that
 	// live messages follow the replayed ones; nil once it is live.
 	pending *[]*relay.Message
+	// floor is the position the member recovered up to: the replay
+	// delivered every offset at or below it, so live messages there are
+	// repeats. It holds until the first live message past it, since an
+	// engine's live delivery may lag its history.
+	floor relay.Position
 }
 
 // posThreshold is the set size above which lookups use the position map
@@ -110,29 +117,46 @@ func (t *topic) remove(sub relay.Subscriber) (m member, found, left bool) {
 	return m, true, left
 }
 
-// deliver hands d to m, or to m's pending buffer while it recovers.
+// deliver hands d to m, or to m's pending buffer while it recovers. A
+// member never receives an offset at or below the position it recovered
+// to.
 func (m *member) deliver(d *relay.Delivery) bool {
 	if m.pending != nil {
 		*m.pending = append(*m.pending, d.Msg)
 		return true
 	}
+	if m.floor.Epoch != "" && inStream(d.Msg) {
+		if d.Msg.Epoch == m.floor.Epoch && d.Msg.Offset <= m.floor.Offset {
+			return false
+		}
+		m.floor = relay.Position{}
+	}
 	return m.sub.Deliver(d)
+}
+
+// inStream reports whether msg has a place in its topic's stream.
+func inStream(msg *relay.Message) bool {
+	return (msg.Kind == relay.KindPublish || msg.Kind == relay.KindReset) && msg.Offset > 0
 }
 
 // announce tells the members that want presence that user joined or left.
 // The caller holds the shard's write lock.
 func (t *topic) announce(kind relay.Kind, name string, user relay.UserID) {
-	var d *relay.Delivery
+	t.tell(&relay.Delivery{Msg: &relay.Message{Kind: kind, Topic: name, User: user, HasUser: true}})
+}
+
+// tell delivers a presence event to the members that want presence (the
+// joiner included: its join follows its subscribed reply) and returns how
+// many accepted it.
+func (t *topic) tell(d *relay.Delivery) int {
+	n := 0
 	for i := range t.list {
 		m := &t.list[i]
-		if !m.presence {
-			continue
+		if m.presence && m.deliver(d) {
+			n++
 		}
-		if d == nil {
-			d = &relay.Delivery{Msg: &relay.Message{Kind: kind, Topic: name, User: user, HasUser: true}}
-		}
-		m.deliver(d)
 	}
+	return n
 }
 
 // join adds m to topic name, announcing its user if it is new there, and
@@ -146,13 +170,20 @@ func (h *Hub) join(name string, m member) (present []relay.UserID, added bool) {
 	if t == nil {
 		t = &topic{}
 		sh.topics[name] = t
+		if h.cfg.Interest != nil {
+			h.cfg.Interest.Watch(name)
+		}
 	}
 	if i := t.index(m.sub); i >= 0 {
 		t.list[i].presence = m.presence
 		return usersOf(t, m.presence), false
 	}
 	present = usersOf(t, m.presence)
-	if t.add(m) {
+	joined := t.add(m)
+	switch {
+	case h.cfg.Roster != nil:
+		h.cfg.Roster.Change(name, m.user, 1)
+	case joined:
 		t.announce(relay.KindJoin, name, m.user)
 	}
 	return present, true
@@ -181,11 +212,18 @@ func (h *Hub) leave(name string, sub relay.Subscriber) {
 		return
 	}
 	m, found, left := t.remove(sub)
-	if found && left {
+	switch {
+	case !found:
+	case h.cfg.Roster != nil:
+		h.cfg.Roster.Change(name, m.user, -1)
+	case left:
 		t.announce(relay.KindLeave, name, m.user)
 	}
 	if len(t.list) == 0 {
 		delete(sh.topics, name)
+		if h.cfg.Interest != nil {
+			h.cfg.Interest.Unwatch(name)
+		}
 	}
 }
 
@@ -213,11 +251,9 @@ func (h *Hub) goLive(name string, sub relay.Subscriber, after relay.Position) {
 	m := &t.list[i]
 	waiting := *m.pending
 	m.pending = nil
+	m.floor = after
 	for _, msg := range waiting {
-		if msg.Kind == relay.KindPublish && msg.Epoch == after.Epoch && msg.Offset <= after.Offset {
-			continue
-		}
-		m.sub.Deliver(&relay.Delivery{Msg: msg})
+		m.deliver(&relay.Delivery{Msg: msg})
 	}
 }
 
@@ -247,36 +283,26 @@ func (h *Hub) Watched(name string) bool {
 	return t != nil && len(t.list) > 0
 }
 
-// Presence is one user present on a topic.
-type Presence struct {
-	User        relay.UserID `json:"user_id"`
-	Connections int          `json:"connections"`
-}
-
-// Presence returns the users with a connection subscribed to topic on this
-// node, by user id.
-func (h *Hub) Presence(name string) []Presence {
+// Presence returns the users with a connection subscribed to topic, by
+// user id: from the Roster (every node) when there is one, else this
+// node's index.
+func (h *Hub) Presence(ctx context.Context, name string) ([]relay.Present, error) {
+	if h.cfg.Roster != nil {
+		return h.cfg.Roster.Present(ctx, name)
+	}
 	sh := h.shard(name)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
 	t := sh.topics[name]
 	if t == nil {
-		return []Presence{}
+		return []relay.Present{}, nil
 	}
-	out := make([]Presence, 0, len(t.users))
+	out := make([]relay.Present, 0, len(t.users))
 	for u, n := range t.users {
-		out = append(out, Presence{User: u, Connections: int(n)})
+		out = append(out, relay.Present{User: u, Connections: int(n)})
 	}
-	slices.SortFunc(out, func(a, b Presence) int {
-		if a.User < b.User {
-			return -1
-		}
-		if a.User > b.User {
-			return 1
-		}
-		return 0
-	})
-	return out
+	slices.SortFunc(out, func(a, b relay.Present) int { return cmp.Compare(a.User, b.User) })
+	return out, nil
 }
 
 // set is a string set that stays a slice while small, since most clients

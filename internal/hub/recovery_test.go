@@ -69,9 +69,9 @@ func TestRecoveryDeliversOverlapOnce(t *testing.T) {
 				b.Publish(ctx, &relay.Message{Topic: "t", Data: []byte(fmt.Sprint(i))}, relay.PublishOptions{})
 			}
 			page, _ := b.History(ctx, "t", 0, 0)
-			id, _ := h.Register(1)
+			id, _ := h.Register(ctx, 1)
 			rec := &recorder{}
-			c, _ := h.Attach(id, rec, false)
+			c, _ := h.Attach(ctx, id, rec, false)
 			opts := hub.SubscribeOptions{History: racingHistory{b, "t", 5}}
 			if tt.recovered {
 				opts.Since = map[string]relay.Position{"t": {Offset: tt.since, Epoch: page.Latest.Epoch}}
@@ -105,26 +105,26 @@ func TestPresenceEventsWaitForRecovery(t *testing.T) {
 	h := hub.New(hub.Config{}, nil)
 	b := memorybroker.New(memorybroker.Config{}, h)
 	ctx := context.Background()
-	watcherID, _ := h.Register(100)
+	watcherID, _ := h.Register(ctx, 100)
 	w := &recorder{}
-	wc, _ := h.Attach(watcherID, w, false)
+	wc, _ := h.Attach(ctx, watcherID, w, false)
 	if err := h.Subscribe(ctx, wc, w, []string{"room"}, hub.SubscribeOptions{Presence: true, History: b}); err != nil {
 		t.Fatal(err)
 	}
-	aID, _ := h.Register(7)
+	aID, _ := h.Register(ctx, 7)
 	a := &recorder{}
-	ac, _ := h.Attach(aID, a, false)
+	ac, _ := h.Attach(ctx, aID, a, false)
 	h.Subscribe(ctx, ac, a, []string{"room"}, hub.SubscribeOptions{History: b})
-	bID, _ := h.Register(7)
+	bID, _ := h.Register(ctx, 7)
 	bs := &recorder{}
-	bc, _ := h.Attach(bID, bs, false)
+	bc, _ := h.Attach(ctx, bID, bs, false)
 	h.Subscribe(ctx, bc, bs, []string{"room"}, hub.SubscribeOptions{History: b})
 	h.Detach(ac, a)
 	h.Unsubscribe(bc, bs, []string{"room"})
 	if got := fmt.Sprint(w.events); got != "[join 100 join 7 leave 7]" {
 		t.Fatalf("watcher's events = %s, want its own join, then one join and one leave for user 7", got)
 	}
-	if p := h.Presence("room"); len(p) != 1 || p[0].User != 100 {
+	if p, _ := h.Presence(ctx, "room"); len(p) != 1 || p[0].User != 100 {
 		t.Fatalf("presence = %+v", p)
 	}
 }
@@ -136,9 +136,9 @@ func TestPrivateMessageWaitsForRecovery(t *testing.T) {
 	h := hub.New(hub.Config{}, nil)
 	b := memorybroker.New(memorybroker.Config{}, h)
 	ctx := context.Background()
-	id, _ := h.Register(1)
+	id, _ := h.Register(ctx, 1)
 	rec := &recorder{}
-	c, _ := h.Attach(id, rec, false)
+	c, _ := h.Attach(ctx, id, rec, false)
 	hist := privateDuringHistory{b: b}
 	var order []string
 	opts := hub.SubscribeOptions{History: hist, Ready: func(string, hub.Subscribed) {

@@ -73,7 +73,8 @@ type Config struct {
 	IdempotencyWindow time.Duration // default 2m
 	// MaxIdempotencyKeys bounds the keys remembered; past it the oldest
 	// are forgotten early.
-	MaxIdempotencyKeys int // default 100,000
+	MaxIdempotencyKeys int  // default 100,000
+	watchedUnset       bool // Bind takes the node's Watched
 	// StreamIdle is how long a stream with no history left, no publish
 	// and no subscriber is kept before it is dropped; its next publish
 	// starts a new epoch.
@@ -117,6 +118,7 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Watched == nil {
 		c.Watched = func(string) bool { return false }
+		c.watchedUnset = true
 	}
 	if c.IdempotencyWindow <= 0 {
 		c.IdempotencyWindow = 2 * time.Minute
@@ -156,7 +158,8 @@ type Broker struct {
 	sweepBuf []*stream // owned by Run
 }
 
-// New returns a broker delivering to local. It starts nothing; Run sweeps.
+// New returns a broker delivering to local (nil: the node given to Bind).
+// It starts nothing; Run sweeps.
 func New(cfg Config, local relay.Fanout) *Broker {
 	cfg = cfg.withDefaults()
 	b := &Broker{

@@ -1,20 +1,45 @@
 package relay
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Broker carries publishes to the local fan-out of every node that runs
 // Relay and keeps each topic's stream: offsets, epoch and bounded history.
 // The embedded engine (memorybroker) is a single node; networked brokers
-// implement the same contract, including its bounds: only a publish
-// creates a stream, the streams held are capped, and history is bounded
-// per topic and in total (docs/security.md lists the bounds).
+// (redisbroker) implement the same contract, including its bounds: only a
+// publish creates a stream, the streams held are capped, and history is
+// bounded per topic and in total (docs/security.md lists the bounds).
 type Broker interface {
 	// Publish assigns m its offset and epoch (unless it is for one user),
 	// stores it in its topic's history and hands it to every node's
-	// fan-out. It reports what this node delivered. m must not be
-	// modified afterwards.
+	// fan-out. It returns once the engine accepted the message; Delivered
+	// counts only this node's connections the message was queued for by
+	// then (other nodes deliver it on their own). m must not be modified
+	// afterwards.
 	Publish(ctx context.Context, m *Message, opts PublishOptions) (Receipt, error)
 	HistoryReader
+	Interest
+	// Ready returns nil while the engine can serve, else an error naming
+	// the cause (wrapping ErrUnavailable): /readyz reports it.
+	Ready() error
+}
+
+// Interest tells a broker which topics this node has subscribers on, so
+// that a networked engine receives those topics' messages and no others.
+type Interest interface {
+	// Watch and Unwatch count this node's interest in topic: the hub
+	// calls Watch when a topic gains its first local subscriber and
+	// Unwatch when it loses its last, with its shard lock held, so they
+	// must not block. Calls for one topic come in order.
+	Watch(topic string)
+	Unwatch(topic string)
+	// Sync returns once every message published to topic after it
+	// returns will reach this node's fan-out (the engine subscription is
+	// in place), or with an error wrapping ErrUnavailable. The topic must
+	// be watched.
+	Sync(ctx context.Context, topic string) error
 }
 
 // HistoryReader reads topic streams.
@@ -51,7 +76,7 @@ type PublishOptions struct {
 // Receipt is what a publish achieved.
 type Receipt struct {
 	Position       // zero for a message to one user
-	Delivered int  // local connections the message was queued for
+	Delivered int  // this node's connections the message was queued for
 	Duplicate bool // an earlier publish with the same idempotency key answered
 }
 
@@ -60,4 +85,84 @@ type Receipt struct {
 // overlap and must come in offset order.
 type Fanout interface {
 	Fanout(m *Message) int
+}
+
+// Node is the local side of an engine: the hub, which the server binds to
+// the engine before running it.
+type Node interface {
+	Fanout
+	// Watched reports whether topic has subscribers on this node, without
+	// ever waiting.
+	Watched(topic string) bool
+	// Kick closes the socket registration id has on this node, if any and
+	// if it is socket (any socket when socket is ""), for reason
+	// (CloseUnregistered or CloseReplaced), and forgets the registration
+	// here.
+	Kick(id ClientID, socket string, reason CloseReason)
+}
+
+// Engine is what the server runs a node on: a Broker plus, for engines
+// shared by several nodes, the registrations and presence they share.
+type Engine interface {
+	Broker
+	// Registry returns the cluster-wide registrations, or nil when the
+	// hub's own table is the registry (a single node).
+	Registry() Registry
+	// Roster returns the cluster-wide presence, or nil when the hub's own
+	// index is the roster (a single node).
+	Roster() Roster
+	// Bind gives the engine its node; it is called once, before Run.
+	Bind(n Node)
+	// Run serves until ctx ends and returns after the engine's goroutines
+	// and connections are gone.
+	Run(ctx context.Context) error
+}
+
+// Registration is what a registration id stands for on every node.
+type Registration struct {
+	User UserID
+	// Topics are the seed protocol's desired topics, kept across
+	// reconnects.
+	Topics []string
+}
+
+// Registry keeps registrations for every node: an id registered on one
+// node connects on any, and is forgotten everywhere at once.
+type Registry interface {
+	// Register stores a new registration that expires after ttl unless a
+	// socket attaches.
+	Register(ctx context.Context, id ClientID, reg Registration, ttl time.Duration) error
+	// Lookup returns id's registration, or an error wrapping ErrNotFound.
+	Lookup(ctx context.Context, id ClientID) (Registration, error)
+	// Attach claims id for socket (a token unique to one socket on this
+	// node): the registration stops expiring, and the node that held it
+	// before, if any, is asked to Kick it with CloseReplaced. Unknown or
+	// expired ids wrap ErrNotFound.
+	Attach(ctx context.Context, id ClientID, socket string) (Registration, error)
+	// Detach releases id from socket, keeping topics: it expires after
+	// grace (negative: at once) unless attached again. It does nothing
+	// when another socket holds id.
+	Detach(ctx context.Context, id ClientID, socket string, topics []string, grace time.Duration) error
+	// Unregister forgets id and asks the node holding its socket to Kick
+	// it with CloseUnregistered; unknown ids wrap ErrNotFound.
+	Unregister(ctx context.Context, id ClientID) error
+}
+
+// Present is one user present on a topic.
+type Present struct {
+	User        UserID `json:"user_id"`
+	Connections int    `json:"connections"`
+}
+
+// Roster keeps presence for every node: which users have connections on
+// a topic anywhere, announcing one join when a user's first connection
+// anywhere subscribes and one leave after its last is gone.
+type Roster interface {
+	// Change records that user's connections on topic on this node
+	// changed by delta. The hub calls it under its shard lock, so it must
+	// not block; the engine announces joins and leaves through every
+	// node's Fanout, as messages of KindJoin and KindLeave.
+	Change(topic string, user UserID, delta int)
+	// Present returns the users present on topic, by user id.
+	Present(ctx context.Context, topic string) ([]Present, error)
 }

@@ -50,6 +50,11 @@ const (
 	KindPublish Kind = iota
 	KindJoin         // User started being present on Topic
 	KindLeave        // User stopped being present on Topic
+	// KindReset says this node missed messages on Topic that history no
+	// longer held: subscribers now stand at Offset and Epoch, and
+	// relay.v1 clients are told recovered:false, as after a failed
+	// recovery.
+	KindReset
 )
 
 // Position is a point in a topic's stream.

@@ -31,6 +31,12 @@ type Config struct {
 	WS     ws.Config
 	API    api.Config
 	Memory memorybroker.Config
+	// Engine is the engine the node runs on, built by the caller (a
+	// networked one shares registrations, streams and presence with other
+	// nodes); nil runs the embedded memory engine configured by Memory.
+	Engine relay.Engine
+	// NodeID names this node in logs, metrics and /readyz.
+	NodeID string
 	// Metrics serves /metrics on the main listener.
 	Metrics bool
 	// ShutdownTimeout bounds a graceful stop: in-flight requests finish and
@@ -62,7 +68,8 @@ type Server struct {
 	Hub     *hub.Hub
 	WS      *ws.Server
 	API     *api.API
-	Broker  *memorybroker.Broker
+	Engine  relay.Engine
+	Broker  *memorybroker.Broker // the memory engine, nil with another
 	metrics http.Handler
 	conns   connlimit.Stats // the main listener's connections; see ConnStats
 }
@@ -83,15 +90,19 @@ func New(cfg Config, log *slog.Logger) *Server {
 	def(&cfg.WriteTimeout, 30*time.Second)
 	def(&cfg.IdleTimeout, 120*time.Second)
 
-	s := &Server{cfg: cfg, log: log}
-	s.Hub = hub.New(cfg.Hub, log.With("component", "hub"))
-	memCfg := cfg.Memory
-	if memCfg.Watched == nil {
-		// A topic with local subscribers keeps its stream or fresh epoch:
-		// they were told its epoch and wait for its next offset.
-		memCfg.Watched = s.Hub.Watched
+	s := &Server{cfg: cfg, log: log, Engine: cfg.Engine}
+	if s.Engine == nil {
+		s.Broker = memorybroker.New(cfg.Memory, nil)
+		s.Engine = s.Broker
 	}
-	s.Broker = memorybroker.New(memCfg, s.Hub)
+	hubCfg := cfg.Hub
+	hubCfg.Interest = s.Engine
+	hubCfg.Registry = s.Engine.Registry()
+	hubCfg.Roster = s.Engine.Roster()
+	s.Hub = hub.New(hubCfg, log.With("component", "hub"))
+	// The engine delivers to the hub; a topic with local subscribers keeps
+	// its stream or fresh epoch, since they were told its epoch.
+	s.Engine.Bind(s.Hub)
 	var a *api.API
 	wsCfg := cfg.WS
 	wsCfg.Subprotocols = map[string]relay.Format{api.ProtocolV1: relay.FormatV1}
@@ -107,7 +118,8 @@ func New(cfg Config, log *slog.Logger) *Server {
 	if cfg.Metrics {
 		apiCfg.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.metrics.ServeHTTP(w, r) })
 	}
-	a = api.New(apiCfg, s.Hub, s.Broker, s.WS, log.With("component", "api"))
+	apiCfg.NodeID = cfg.NodeID
+	a = api.New(apiCfg, s.Hub, s.Engine, s.WS, log.With("component", "api"))
 	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns})
 	s.API = a
 	return s
@@ -164,8 +176,22 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	})
 	g.Go(func() error { return s.API.Run(ctx) })
 	g.Go(func() error { return s.Hub.Run(ctx) })
-	g.Go(func() error { return s.Broker.Run(ctx) })
-	g.Go(func() error { return s.WS.Run(ctx, s.cfg.ShutdownTimeout) })
+	// The engine outlives the sockets, so that those closed at shutdown
+	// hand their registrations back to it (clients reconnect elsewhere).
+	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEngine()
+	g.Go(func() error {
+		err := s.Engine.Run(engineCtx)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("the engine stopped")
+		}
+		return err
+	})
+	g.Go(func() error {
+		err := s.WS.Run(ctx, s.cfg.ShutdownTimeout)
+		stopEngine()
+		return err
+	})
 	if s.cfg.AdminAddr != "" {
 		admin, err := s.admin(ctx)
 		if err != nil {
