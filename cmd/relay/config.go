@@ -20,6 +20,7 @@ import (
 
 	"github.com/relayhq/relay/internal/auth"
 	"github.com/relayhq/relay/internal/memorybroker"
+	"github.com/relayhq/relay/internal/redisbroker"
 	"github.com/relayhq/relay/internal/ratelimit"
 	"github.com/relayhq/relay/internal/server"
 )
@@ -70,6 +71,8 @@ type serveConfig struct {
 	RateExempt       string
 	TLSCert          string
 	TLSKey           string
+	Broker           string
+	NodeID           string
 	PrintConfig      bool
 }
 
@@ -84,6 +87,8 @@ type option struct {
 func options(c *serveConfig) []option {
 	return []option{
 		{"addr", "RELAY_ADDR", "127.0.0.1:8000", "listen address (host:port)", (*strValue)(&c.Addr), false},
+		{"broker", "RELAY_BROKER", "memory", "engine holding streams, registrations and presence: memory (one node, nothing to run), redis://[user:pass@]host:port/db (or rediss://) or nats://host:port to run several nodes on one Redis or NATS JetStream", (*strValue)(&c.Broker), false},
+		{"node-id", "RELAY_NODE_ID", "", "this node's name among the nodes sharing a broker, shown in logs, metrics and /readyz; empty: random per start", (*strValue)(&c.NodeID), false},
 		{"public-url", "RELAY_PUBLIC_URL", "", "base URL clients reach this server at (ws://, wss://, http:// or https://, optional path prefix); default: each request's Host", (*strValue)(&c.PublicURL), false},
 		{"allowed-origins", "RELAY_ALLOWED_ORIGINS", "*", "comma-separated browser origins allowed by CORS and WebSocket upgrades, or *", (*strValue)(&c.AllowedOrigins), false},
 		{"log-format", "RELAY_LOG_FORMAT", "text", "log format: text or json", (*strValue)(&c.LogFormat), false},
@@ -176,6 +181,12 @@ func (c *serveConfig) validate() []error {
 		if _, err := parsePublicURL(c.PublicURL); err != nil {
 			bad("-public-url / RELAY_PUBLIC_URL: %v", err)
 		}
+	}
+	if err := checkBroker(c.Broker); err != nil {
+		bad("-broker / RELAY_BROKER: %v", err)
+	}
+	if c.NodeID != "" && !validNodeID(c.NodeID) {
+		bad("-node-id / RELAY_NODE_ID %q: use 1 to 64 letters, digits, '.', '_' or '-'", c.NodeID)
 	}
 	switch c.LogFormat {
 	case "text", "json":
@@ -407,6 +418,10 @@ func (c *serveConfig) serverConfig() server.Config {
 	sc.TLSCert, sc.TLSKey = c.TLSCert, c.TLSKey
 	sc.AdminAddr = c.AdminAddr
 	sc.ShutdownTimeout = c.ShutdownTimeout
+	sc.NodeID = c.NodeID
+	if sc.NodeID == "" {
+		sc.NodeID = redisbroker.NewNodeID()
+	}
 	return sc
 }
 
@@ -417,6 +432,9 @@ func (c *serveConfig) print(w io.Writer) {
 		v := o.value.String()
 		if o.secret && v != "" {
 			v = "<redacted>"
+		}
+		if o.flag == "broker" {
+			v = redisbroker.Redact(v) // the URL's password
 		}
 		fmt.Fprintf(w, "%s=%s\n", o.env, v)
 	}
@@ -611,4 +629,36 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// checkBroker validates -broker: memory, or a Redis or NATS URL.
+func checkBroker(b string) error {
+	if b == "memory" {
+		return nil
+	}
+	u, err := url.Parse(b)
+	if err != nil {
+		return fmt.Errorf("%q is not memory or a URL: %v", redisbroker.Redact(b), err)
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "nats":
+	default:
+		return fmt.Errorf("%q: want memory, redis://host:port/db, rediss://host:port/db or nats://host:port", redisbroker.Redact(b))
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%q names no host:port", redisbroker.Redact(b))
+	}
+	return nil
+}
+
+func validNodeID(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/relayhq/relay/internal/redisbroker"
 	"github.com/relayhq/relay/internal/server"
 )
 
@@ -97,8 +98,13 @@ func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) 
 	defer stop()
 	sc := cfg.serverConfig()
 	sc.API.Auth = sec
+	log = log.With("node", sc.NodeID)
+	if sc.Engine, err = cfg.engine(sc, log.With("component", "engine")); err != nil {
+		fmt.Fprintf(stderr, "relay: invalid configuration:\n%v\n", err)
+		return 2
+	}
 	srv := server.New(sc, log)
-	log.Info("relay listening", "addr", ln.Addr().String(), "engine", "memory", "tls", cfg.TLSCert != "",
+	log.Info("relay listening", "addr", ln.Addr().String(), "engine", redisbroker.Redact(cfg.Broker), "tls", cfg.TLSCert != "",
 		"api_keys", sec.KeysRequired(), "connect_tokens", sec.TokensEnabled(), "version", version())
 	if err := srv.Run(ctx, ln); err != nil {
 		log.Error("relay stopped", "err", err)

@@ -23,9 +23,7 @@ package memorybroker
 import (
 	"container/list"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base32"
 	"runtime"
 	"strings"
 	"sync"
@@ -35,15 +33,8 @@ import (
 	"github.com/relayhq/relay/internal/relay"
 )
 
-// HistoryRule bounds the history of the topics starting with Prefix. The
-// longest matching prefix wins; the rule with the empty prefix is the
-// default.
-type HistoryRule struct {
-	Prefix string
-	Size   int           // messages kept; 0 keeps none
-	TTL    time.Duration // how long a message is kept
-	Bytes  int           // payload bytes kept
-}
+// HistoryRule bounds the history of the topics starting with Prefix.
+type HistoryRule = relay.HistoryRule
 
 // Config tunes the broker. The zero value works.
 type Config struct {
@@ -92,9 +83,8 @@ const (
 	DefaultFreshTTL      = 5 * time.Minute
 )
 
-// DefaultHistory is the history kept when no rule says otherwise: the last
-// 100 messages of a topic, for 5 minutes, up to 1 MiB.
-var DefaultHistory = HistoryRule{Size: 100, TTL: 5 * time.Minute, Bytes: 1 << 20}
+// DefaultHistory is the history kept when no rule says otherwise.
+var DefaultHistory = relay.DefaultHistory
 
 func (c Config) withDefaults() Config {
 	hasDefault := false
@@ -210,7 +200,7 @@ func (b *Broker) publishing(topic string, now time.Time) *stream {
 	}
 	epoch := b.fresh.take(topic)
 	if epoch == "" {
-		epoch = newEpoch()
+		epoch = relay.NewEpoch()
 	}
 	s = &stream{topic: topic, epoch: epoch, rule: b.rule(topic), acct: &b.hist, touched: now}
 	s.lruElem = b.lru.PushBack(s)
@@ -285,14 +275,6 @@ func (b *Broker) lookup(topic string) (*stream, string) {
 		b.stats.FreshEvicted.Add(1)
 	}
 	return nil, epoch
-}
-
-// newEpoch returns 64 random bits in base32: a new epoch for every stream
-// this process creates, so offsets from a previous run never match.
-func newEpoch() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
 // Publish implements relay.Broker. An idempotency key is scoped to the

@@ -3,6 +3,8 @@ package memorybroker
 import (
 	"container/list"
 	"time"
+
+	"github.com/relayhq/relay/internal/relay"
 )
 
 // fresh remembers the epochs handed out for topics that have no stream:
@@ -46,7 +48,7 @@ func (f *fresh) epoch(topic string, now time.Time, watched func(string) bool) (e
 		f.remove(oldestUnwatched(&f.order, watched))
 		evicted = true
 	}
-	fe := &freshEntry{topic: topic, epoch: newEpoch(), expires: now.Add(f.ttl).UnixNano()}
+	fe := &freshEntry{topic: topic, epoch: relay.NewEpoch(), expires: now.Add(f.ttl).UnixNano()}
 	f.entries[topic] = f.order.PushBack(fe)
 	return fe.epoch, evicted
 }

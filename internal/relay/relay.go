@@ -6,7 +6,10 @@ package relay
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -56,6 +59,28 @@ const (
 	// recovery.
 	KindReset
 )
+
+// NewEpoch returns 64 random bits in base32: the name of a new stream, so
+// offsets from an earlier stream of the topic never match.
+func NewEpoch() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// HistoryRule bounds the history of the topics starting with Prefix. The
+// longest matching prefix wins; the rule with the empty prefix is the
+// default.
+type HistoryRule struct {
+	Prefix string
+	Size   int           // messages kept; 0 keeps none
+	TTL    time.Duration // how long a message is kept
+	Bytes  int           // payload bytes kept
+}
+
+// DefaultHistory is the history kept when no rule says otherwise: the last
+// 100 messages of a topic, for 5 minutes, up to 1 MiB.
+var DefaultHistory = HistoryRule{Size: 100, TTL: 5 * time.Minute, Bytes: 1 << 20}
 
 // Position is a point in a topic's stream.
 type Position struct {

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/relayhq/relay/internal/redisbroker"
+	"github.com/relayhq/relay/internal/relay"
+	"github.com/relayhq/relay/internal/server"
+)
+
+// engine builds the engine -broker names; nil is the embedded memory
+// engine, which the server builds from sc.Memory itself.
+func (c *serveConfig) engine(sc server.Config, log *slog.Logger) (relay.Engine, error) {
+	switch {
+	case c.Broker == "memory":
+		return nil, nil
+	case strings.HasPrefix(c.Broker, "redis://"), strings.HasPrefix(c.Broker, "rediss://"):
+		b, err := redisbroker.New(redisbroker.Config{
+			URL:               c.Broker,
+			NodeID:            sc.NodeID,
+			History:           c.History,
+			IdempotencyWindow: c.IdempotencyTTL,
+			ReconnectGrace:    sc.Hub.ReconnectGrace,
+		}, log)
+		if err != nil {
+			return nil, fmt.Errorf("-broker / RELAY_BROKER: %v", err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("-broker / RELAY_BROKER %q: this build does not support it yet", redisbroker.Redact(c.Broker))
+}

@@ -1,0 +1,307 @@
+package redisbroker
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/relayhq/relay/internal/relay"
+)
+
+// roster keeps presence in Redis (relay.Roster): per topic, each user's
+// connections on every node, and per node its share, so that a node that
+// dies without saying goodbye can be subtracted. Change only queues; one
+// goroutine applies the queued changes in order, summing those for the
+// same topic and user, in one pipelined round trip.
+type roster struct {
+	b *Broker
+
+	mu      sync.Mutex
+	pending map[presenceKey]int // queued, not yet applied
+	wake    chan struct{}
+
+	// Owned by run: this node's share as Redis holds it, to claim it again
+	// after other nodes took this one for dead or Redis lost it.
+	mine   map[presenceKey]int
+	resync atomic.Bool // claim mine again
+}
+
+type presenceKey struct {
+	topic string
+	user  relay.UserID
+}
+
+func (r *roster) init(b *Broker) {
+	r.b = b
+	r.pending = make(map[presenceKey]int)
+	r.wake = make(chan struct{}, 1)
+	r.mine = make(map[presenceKey]int)
+}
+
+// presenceScript applies one node's change of a user's connections on a
+// topic and announces a join (from none anywhere) or a leave (back to
+// none). KEYS topic presence, node presence, topic channel. ARGV user,
+// delta, node field.
+var presenceScript = rueidis.NewLuaScript(`
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+local m = redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[2])
+if m <= 0 then redis.call('HDEL', KEYS[2], ARGV[3]) end
+local before = n - tonumber(ARGV[2])
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  if before > 0 then redis.call('PUBLISH', KEYS[3], "l\n0\n\n" .. ARGV[1] .. "\n") end
+elseif before <= 0 then
+  redis.call('PUBLISH', KEYS[3], "j\n0\n\n" .. ARGV[1] .. "\n")
+end
+return n
+`)
+
+// Change implements relay.Roster.
+func (r *roster) Change(topic string, user relay.UserID, delta int) {
+	r.mu.Lock()
+	k := presenceKey{topic, user}
+	if r.pending[k] += delta; r.pending[k] == 0 {
+		delete(r.pending, k)
+	}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Present implements relay.Roster.
+func (r *roster) Present(ctx context.Context, topic string) ([]relay.Present, error) {
+	b := r.b
+	m, err := b.call(ctx, b.client.B().Hgetall().Key(b.keys.presence(topic)).Build()).AsStrMap()
+	if err != nil {
+		return nil, unavailable("reading presence", err)
+	}
+	out := make([]relay.Present, 0, len(m))
+	for u, n := range m {
+		user, err1 := strconv.ParseUint(u, 10, 64)
+		count, err2 := strconv.Atoi(n)
+		if err1 == nil && err2 == nil && count > 0 {
+			out = append(out, relay.Present{User: relay.UserID(user), Connections: count})
+		}
+	}
+	slices.SortFunc(out, func(a, b relay.Present) int { return cmp.Compare(a.User, b.User) })
+	return out, nil
+}
+
+// run applies queued changes until ctx ends; a batch that fails is kept
+// and retried.
+func (r *roster) run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.wake:
+		}
+		if r.resync.Swap(false) {
+			r.requeue(r.mine) // Redis holds none of it now
+			r.mine = make(map[presenceKey]int)
+		}
+		for ctx.Err() == nil {
+			r.mu.Lock()
+			batch := r.pending
+			r.pending = make(map[presenceKey]int)
+			r.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			if err := r.apply(ctx, batch); err != nil {
+				r.b.log.Warn("updating presence in Redis failed; retrying", "err", err)
+				r.requeue(batch)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		}
+	}
+}
+
+func (r *roster) requeue(batch map[presenceKey]int) {
+	r.mu.Lock()
+	for k, d := range batch {
+		if r.pending[k] += d; r.pending[k] == 0 {
+			delete(r.pending, k)
+		}
+	}
+	r.mu.Unlock()
+}
+
+// apply runs the script for every change in one pipeline. Changes that
+// went through are removed from batch, so a retry repeats none.
+func (r *roster) apply(ctx context.Context, batch map[presenceKey]int) error {
+	b := r.b
+	keys := make([]presenceKey, 0, len(batch))
+	execs := make([]rueidis.LuaExec, 0, len(batch))
+	for k, d := range batch {
+		keys = append(keys, k)
+		execs = append(execs, rueidis.LuaExec{
+			Keys: []string{b.keys.presence(k.topic), b.keys.nodePresence(b.cfg.NodeID), b.keys.channel(k.topic)},
+			Args: []string{k.user.String(), strconv.Itoa(d), presenceField(k)},
+		})
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	var firstErr error
+	for i, res := range presenceScript.ExecMulti(ctx, b.client, execs...) {
+		if err := res.Error(); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		k := keys[i]
+		if r.mine[k] += batch[k]; r.mine[k] <= 0 {
+			delete(r.mine, k)
+		}
+		delete(batch, k)
+	}
+	return firstErr
+}
+
+func presenceField(k presenceKey) string { return k.topic + "\n" + k.user.String() }
+
+// reassert has run apply this node's whole share again, after other nodes
+// removed it (they took this node for dead) or Redis lost it.
+func (r *roster) reassert() {
+	r.resync.Store(true)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// cleanupScript removes a node: its share of presence (announcing the
+// leaves), its hold on registrations (which then expire after the grace)
+// and its heartbeat. With a cutoff it does nothing unless the node's last
+// heartbeat is older. KEYS nodes, node presence, node registrations.
+// ARGV node, cutoff ms ("" for none), presence prefix, channel prefix,
+// registration prefix, grace ms.
+var cleanupScript = rueidis.NewLuaScript(`
+if ARGV[2] ~= "" then
+  local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if not last or tonumber(last) >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local share = redis.call('HGETALL', KEYS[2])
+for i = 1, #share, 2 do
+  local nl = string.find(share[i], "\n", 1, true)
+  local topic, user = string.sub(share[i], 1, nl - 1), string.sub(share[i], nl + 1)
+  local key = ARGV[3] .. topic
+  local n = redis.call('HINCRBY', key, user, -tonumber(share[i + 1]))
+  if n <= 0 then
+    redis.call('HDEL', key, user)
+    redis.call('PUBLISH', ARGV[4] .. topic, "l\n0\n\n" .. user .. "\n")
+  end
+end
+redis.call('DEL', KEYS[2])
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local reg = ARGV[5] .. id
+  if redis.call('HGET', reg, 'n') == ARGV[1] then
+    redis.call('HDEL', reg, 'n', 'k')
+    redis.call('PEXPIRE', reg, ARGV[6])
+  end
+end
+redis.call('DEL', KEYS[3])
+return 1
+`)
+
+// cleanup removes node's share: at once when force (this node leaving),
+// else only if its last heartbeat is older than the node TTL.
+func (b *Broker) cleanup(ctx context.Context, node string, force bool) error {
+	cutoff := ""
+	if !force {
+		cutoff = strconv.FormatInt(time.Now().Add(-b.cfg.NodeTTL).UnixMilli(), 10)
+	}
+	grace := max(b.cfg.ReconnectGrace.Milliseconds(), 1)
+	return b.exec(ctx, cleanupScript, []string{b.keys.nodes(), b.keys.nodePresence(node), b.keys.nodeRegs(node)},
+		[]string{node, cutoff, b.keys.presence(""), b.keys.channel(""), b.keys.reg(""), strconv.FormatInt(grace, 10)}).Error()
+}
+
+// heartbeat says every Heartbeat that this node is alive, sends its own
+// pub/sub heartbeat, removes nodes that stopped, and checks the heads of
+// the watched topics so that lost last messages are repaired.
+func (b *Broker) heartbeat(ctx context.Context) error {
+	tick := time.NewTicker(b.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		b.beat(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func (b *Broker) beat(ctx context.Context) {
+	now := time.Now()
+	cmds := rueidis.Commands{
+		b.client.B().Zadd().Key(b.keys.nodes()).ScoreMember().ScoreMember(float64(now.UnixMilli()), b.cfg.NodeID).Build(),
+		b.client.B().Publish().Channel(b.keys.nodeChannel(b.cfg.NodeID)).Message("h").Build(),
+		b.client.B().Zrangebyscore().Key(b.keys.nodes()).Min("-inf").Max(strconv.FormatInt(now.Add(-b.cfg.NodeTTL).UnixMilli(), 10)).Build(),
+	}
+	cctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	res := b.client.DoMulti(cctx, cmds...)
+	cancel()
+	for _, r := range res {
+		if err := r.Error(); err != nil {
+			if ctx.Err() == nil {
+				b.setDown(err.Error())
+			}
+			return
+		}
+	}
+	if b.sub.healthy.Load() {
+		b.setUp()
+	}
+	first := b.beats.Add(1) == 1
+	if added, _ := res[0].AsInt64(); added == 1 && !first {
+		// This node was removed as dead (or Redis lost its data) while
+		// its sockets lived on: claim them again.
+		b.log.Warn("this node was taken for dead by the others (or Redis lost its data); claiming its registrations and presence again")
+		b.reg.reassert(ctx)
+		b.roster.reassert()
+	}
+	dead, _ := res[2].AsStrSlice()
+	for _, node := range dead {
+		if node == b.cfg.NodeID {
+			continue
+		}
+		if err := b.cleanup(ctx, node, false); err != nil {
+			b.log.Warn("removing a dead node's presence failed", "dead_node", node, "err", err)
+		} else {
+			b.log.Info("removed a node that stopped sending heartbeats", "dead_node", node)
+		}
+	}
+	b.checkHeads(ctx)
+}
+
+// checkHeads compares every watched topic's head with what the node fanned
+// out, in batches of one round trip each.
+func (b *Broker) checkHeads(ctx context.Context) {
+	topics := b.seq.Tracked()
+	for len(topics) > 0 {
+		n := min(len(topics), 1000)
+		heads, err := b.heads(ctx, topics[:n])
+		if err != nil {
+			return
+		}
+		for i, t := range topics[:n] {
+			b.seq.Check(t, heads[i])
+		}
+		topics = topics[n:]
+	}
+}
