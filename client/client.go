@@ -116,7 +116,16 @@ type Publish struct {
 
 // PublishResult is the server's answer to a publish.
 type PublishResult struct {
-	Delivered int `json:"delivered"` // connections the message was queued for
+	// Offset and Epoch place the message in its topic's stream (zero for
+	// a message to one user).
+	Offset uint64 `json:"offset"`
+	Epoch  string `json:"epoch"`
+	// Delivered counts the connections on the node that answered which
+	// the message was queued for; other nodes deliver on their own.
+	Delivered int `json:"delivered"`
+	// Duplicate reports that an earlier publish with the same
+	// idempotency key answered.
+	Duplicate bool `json:"duplicate"`
 }
 
 // Publish sends a message to every client subscribed to p.Topic.

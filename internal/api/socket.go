@@ -16,7 +16,15 @@ import (
 // the registration. Unknown ids get 404 and no upgrade.
 func (a *API) socket(w http.ResponseWriter, r *http.Request) {
 	id := relay.ClientID(r.PathValue("id"))
-	if err := a.hub.Lookup(r.Context(), id); err != nil {
+	if !a.ready(w) {
+		return
+	}
+	// Claimed before the upgrade, so that of two sockets for one id the
+	// one whose handshake completed last wins, on any node.
+	ctx, cancel := context.WithTimeout(r.Context(), claimTimeout)
+	ticket, err := a.hub.Claim(ctx, id)
+	cancel()
+	if err != nil {
 		if errors.Is(err, relay.ErrNotFound) {
 			a.failStatus(w, http.StatusNotFound, "no registration with id "+string(id)+"; POST /register first")
 		} else {
@@ -24,20 +32,16 @@ func (a *API) socket(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if !a.ready(w) {
-		return
-	}
 	c, err := a.ws.Upgrade(w, r)
 	if err != nil {
+		a.hub.Abandon(ticket)
 		return // answered by the upgrader
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), attachTimeout)
-	defer cancel()
-	a.start(c, func(keepTopics bool) (*hub.Client, error) { return a.hub.Attach(ctx, id, c, keepTopics) })
+	a.start(c, func(keepTopics bool) (*hub.Client, error) { return a.hub.AttachTicket(ticket, c, keepTopics) })
 }
 
-// attachTimeout bounds claiming a registration from a networked engine.
-const attachTimeout = 5 * time.Second
+// claimTimeout bounds claiming a registration from a networked engine.
+const claimTimeout = 5 * time.Second
 
 // ready refuses new sockets with 503 while the engine is unreachable: they
 // could neither subscribe nor be found by other nodes.

@@ -4,8 +4,8 @@
 //
 // Ownership and locks. Each lock is an unexported mu above what it guards:
 //
-//   - Hub.regMu guards the registration table (clients, users), the expiry
-//     heap and every Client.deadline;
+//   - Hub.regMu guards the registration table (clients, users, kicked),
+//     the expiry heap and every Client.deadline;
 //   - Client.mu guards that client's socket and desired topics;
 //   - shard.mu guards one shard of the topic → subscribers index.
 //
@@ -109,6 +109,7 @@ type Hub struct {
 	clients map[relay.ClientID]*Client
 	users   map[relay.UserID]*clientSet
 	expiry  expiryHeap
+	kicked  map[string]relay.CloseReason // Registry sockets kicked before they attached
 
 	topics [shardCount]shard
 
@@ -135,6 +136,7 @@ func New(cfg Config, log *slog.Logger) *Hub {
 		log:     log,
 		clients: make(map[relay.ClientID]*Client),
 		users:   make(map[relay.UserID]*clientSet),
+		kicked:  make(map[string]relay.CloseReason),
 	}
 	for i := range h.topics {
 		h.topics[i].topics = make(map[string]*topic)
@@ -218,20 +220,6 @@ func (h *Hub) Register(ctx context.Context, user relay.UserID) (relay.ClientID, 
 	return c.ID, nil
 }
 
-// Lookup returns nil when id is a live registration on any node, else an
-// error wrapping relay.ErrNotFound (or ErrUnavailable when the registry
-// cannot be reached).
-func (h *Hub) Lookup(ctx context.Context, id relay.ClientID) error {
-	if r := h.cfg.Registry; r != nil {
-		_, err := r.Lookup(ctx, id)
-		return err
-	}
-	if !h.Registered(id) {
-		return fmt.Errorf("no registration with id %q: %w", id, relay.ErrNotFound)
-	}
-	return nil
-}
-
 // Registered reports whether id is a live registration held by this hub.
 func (h *Hub) Registered(id relay.ClientID) bool {
 	h.regMu.RLock()
@@ -305,17 +293,65 @@ func (h *Hub) retire(c *Client) relay.Subscriber {
 	return sub
 }
 
-// Attach binds a new socket to registration id. With keepTopics (the seed
-// protocol) the socket is subscribed to the client's topics, kept from
-// earlier sockets; without (relay.v1, whose clients resubscribe with
-// positions) it starts with none. A socket already attached is replaced
-// and closed with relay.CloseReplaced: the newest connection wins, so a
-// client whose old TCP connection is half-dead can reconnect at once.
-func (h *Hub) Attach(ctx context.Context, id relay.ClientID, sub relay.Subscriber, keepTopics bool) (*Client, error) {
-	if h.cfg.Registry != nil {
-		if err := h.claim(ctx, id); err != nil {
+// Ticket is a registration claimed for a socket that is about to be
+// upgraded. Claiming before the upgrade orders connects: a socket that
+// completed its handshake later always wins over one that completed it
+// earlier, on any node.
+type Ticket struct {
+	id     relay.ClientID
+	socket string // the socket's name in the Registry; "" without one
+	reg    relay.Registration
+}
+
+// Claim checks that id is a live registration and, with a Registry, takes
+// it for a socket of this node (the node holding it before is told to
+// close its socket as replaced). Errors wrap relay.ErrNotFound for unknown
+// ids, relay.ErrUnavailable when the Registry cannot be reached.
+func (h *Hub) Claim(ctx context.Context, id relay.ClientID) (*Ticket, error) {
+	if r := h.cfg.Registry; r != nil {
+		socket := string(newID())
+		reg, err := r.Attach(ctx, id, socket)
+		if err != nil {
 			return nil, err
 		}
+		return &Ticket{id: id, socket: socket, reg: reg}, nil
+	}
+	if !h.Registered(id) {
+		return nil, fmt.Errorf("no registration with id %q: %w", id, relay.ErrNotFound)
+	}
+	return &Ticket{id: id}, nil
+}
+
+// Abandon gives back a ticket whose socket never came: the registration
+// lives for the reconnect grace.
+func (h *Hub) Abandon(t *Ticket) {
+	if h.cfg.Registry != nil {
+		go h.release(&Client{ID: t.id, socket: t.socket}, t.reg.Topics)
+	}
+}
+
+// Attach claims registration id and binds a new socket to it; see Claim
+// and AttachTicket.
+func (h *Hub) Attach(ctx context.Context, id relay.ClientID, sub relay.Subscriber, keepTopics bool) (*Client, error) {
+	t, err := h.Claim(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return h.AttachTicket(t, sub, keepTopics)
+}
+
+// AttachTicket binds a new socket to a claimed registration. With
+// keepTopics (the seed protocol) the socket is subscribed to the client's
+// topics, kept from earlier sockets; without (relay.v1, whose clients
+// resubscribe with positions) it starts with none. A socket already
+// attached is replaced and closed with relay.CloseReplaced: the newest
+// connection wins, so a client whose old TCP connection is half-dead can
+// reconnect at once.
+func (h *Hub) AttachTicket(t *Ticket, sub relay.Subscriber, keepTopics bool) (*Client, error) {
+	id := t.id
+	if h.cfg.Registry != nil {
+		h.install(t)
+		defer h.kickIfTaken(t)
 	}
 	h.regMu.Lock()
 	c, ok := h.clients[id]
@@ -351,23 +387,17 @@ func (h *Hub) Attach(ctx context.Context, id relay.ClientID, sub relay.Subscribe
 	return c, nil
 }
 
-// claim takes registration id from the Registry for a socket on this
-// node. The client gets a new Client, replacing any this node held for id
-// (whose socket is closed as replaced), so that a late Detach of the old
-// socket can never release the new one.
-func (h *Hub) claim(ctx context.Context, id relay.ClientID) error {
-	socket := string(newID())
-	reg, err := h.cfg.Registry.Attach(ctx, id, socket)
-	if err != nil {
-		return err
-	}
-	c := &Client{ID: id, User: reg.User, topics: slices.Clone(reg.Topics), socket: socket}
+// install gives a ticket of the Registry a new Client, replacing any this
+// node held for its id (whose socket is closed as replaced), so that a
+// late Detach of the old socket can never release the new one.
+func (h *Hub) install(t *Ticket) {
+	c := &Client{ID: t.id, User: t.reg.User, topics: slices.Clone(t.reg.Topics), socket: t.socket}
 	h.regMu.Lock()
-	old := h.clients[id]
+	old := h.clients[t.id]
 	if old != nil {
 		h.removeLocked(old)
 	}
-	h.clients[id] = c
+	h.clients[t.id] = c
 	h.addUserLocked(c)
 	h.stats.Registrations.Add(1)
 	h.regMu.Unlock()
@@ -379,7 +409,21 @@ func (h *Hub) claim(ctx context.Context, id relay.ClientID) error {
 			sub.Close(relay.CloseReplaced)
 		}
 	}
-	return nil
+}
+
+// maxKicked bounds the kicks remembered for sockets not attached yet.
+const maxKicked = 10_000
+
+// kickIfTaken closes t's socket at once if a kick for it arrived while it
+// was being upgraded: another node took the registration meanwhile.
+func (h *Hub) kickIfTaken(t *Ticket) {
+	h.regMu.Lock()
+	reason, kicked := h.kicked[t.socket]
+	delete(h.kicked, t.socket)
+	h.regMu.Unlock()
+	if kicked {
+		h.Kick(t.id, t.socket, reason)
+	}
 }
 
 // Kick implements relay.Node: the Registry asks the node holding id's
@@ -389,6 +433,12 @@ func (h *Hub) Kick(id relay.ClientID, socket string, reason relay.CloseReason) {
 	h.regMu.Lock()
 	c := h.clients[id]
 	if c == nil || (socket != "" && c.socket != socket) {
+		if socket != "" && c == nil { // perhaps still upgrading: see kickIfTaken
+			if len(h.kicked) >= maxKicked {
+				clear(h.kicked)
+			}
+			h.kicked[socket] = reason
+		}
 		h.regMu.Unlock()
 		return
 	}

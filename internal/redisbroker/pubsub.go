@@ -46,6 +46,14 @@ func (s *subscriber) init(b *Broker) {
 	s.dirty = make(chan struct{}, 1)
 }
 
+// synced reports whether this node receives topic's messages now.
+func (s *subscriber) synced(topic string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.topics[topic]
+	return w != nil && w.synced
+}
+
 func (s *subscriber) kick() {
 	select {
 	case s.dirty <- struct{}{}:
@@ -256,6 +264,7 @@ func (s *subscriber) reconcile(ctx context.Context, dc rueidis.DedicatedClient, 
 			}
 		}
 		s.mu.Unlock()
+		b.roster.wakeUp() // joins waiting for these subscriptions
 		add = add[n:]
 	}
 	return nil

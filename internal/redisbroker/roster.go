@@ -70,10 +70,7 @@ func (r *roster) Change(topic string, user relay.UserID, delta int) {
 		delete(r.pending, k)
 	}
 	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
+	r.wakeUp()
 }
 
 // Present implements relay.Roster.
@@ -109,10 +106,7 @@ func (r *roster) run(ctx context.Context) error {
 			r.mine = make(map[presenceKey]int)
 		}
 		for ctx.Err() == nil {
-			r.mu.Lock()
-			batch := r.pending
-			r.pending = make(map[presenceKey]int)
-			r.mu.Unlock()
+			batch := r.ready()
 			if len(batch) == 0 {
 				break
 			}
@@ -126,6 +120,30 @@ func (r *roster) run(ctx context.Context) error {
 				}
 			}
 		}
+	}
+}
+
+// ready takes the queued changes that can be applied now. A user's
+// arrival on a topic waits until this node's subscription to the topic is
+// in place: its own join, published by Redis, must reach it.
+func (r *roster) ready() map[presenceKey]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	batch := make(map[presenceKey]int)
+	for k, d := range r.pending {
+		if d < 0 || r.b.sub.synced(k.topic) {
+			batch[k] = d
+			delete(r.pending, k)
+		}
+	}
+	return batch
+}
+
+// wakeUp has run look at the queue again.
+func (r *roster) wakeUp() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -177,10 +195,7 @@ func presenceField(k presenceKey) string { return k.topic + "\n" + k.user.String
 // removed it (they took this node for dead) or Redis lost it.
 func (r *roster) reassert() {
 	r.resync.Store(true)
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
+	r.wakeUp()
 }
 
 // cleanupScript removes a node: its share of presence (announcing the

@@ -3,6 +3,9 @@ package relaytest
 
 import (
 	"context"
+	"fmt"
+	"runtime/pprof"
+	"strings"
 	"log/slog"
 	"testing"
 	"time"
@@ -63,7 +66,9 @@ func (in *Instance) Stop() error {
 		}
 		return err
 	case <-time.After(30 * time.Second):
-		return context.DeadlineExceeded
+		var dump strings.Builder
+		pprof.Lookup("goroutine").WriteTo(&dump, 1)
+		return fmt.Errorf("%w; goroutines:\n%s", context.DeadlineExceeded, dump.String())
 	}
 }
 
