@@ -20,8 +20,8 @@ import (
 
 	"github.com/relayhq/relay/internal/auth"
 	"github.com/relayhq/relay/internal/memorybroker"
-	"github.com/relayhq/relay/internal/redisbroker"
 	"github.com/relayhq/relay/internal/ratelimit"
+	"github.com/relayhq/relay/internal/redisbroker"
 	"github.com/relayhq/relay/internal/server"
 )
 

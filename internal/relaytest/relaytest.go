@@ -4,9 +4,9 @@ package relaytest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime/pprof"
 	"strings"
-	"log/slog"
 	"testing"
 	"time"
 
