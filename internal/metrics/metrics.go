@@ -16,6 +16,7 @@ import (
 	"github.com/relayhq/relay/internal/connlimit"
 	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/memorybroker"
+	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
 )
 
@@ -26,6 +27,10 @@ type Sources struct {
 	API    *api.Stats
 	Memory *memorybroker.Broker // nil with another engine
 	Conns  *connlimit.Stats     // the main listener's connection caps
+	// Engine is the node's engine: its readiness, and for networked ones
+	// what the node corrected.
+	Engine relay.Broker
+	NodeID string
 }
 
 // Handler returns the /metrics handler for src, with Go runtime and process
@@ -88,6 +93,21 @@ func Handler(src Sources) http.Handler {
 		counter("relay_history_evicted_total", "Messages dropped from history to stay within -history-budget.", func() float64 { _, n := m.HistoryBytes(); return float64(n) })
 		counter("relay_streams_evicted_total", "Streams dropped because -max-streams was reached.", func() float64 { return float64(ms.StreamsEvicted.Load()) })
 		counter("relay_fresh_epochs_evicted_total", "Fresh epochs forgotten early because their table was full.", func() float64 { return float64(ms.FreshEvicted.Load()) })
+	}
+	if e := src.Engine; e != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_engine_ready", Help: "1 while the node's engine (memory, Redis or NATS) can serve, as /readyz reports.",
+			ConstLabels: prometheus.Labels{"node": src.NodeID}}, func() float64 {
+			if e.Ready() != nil {
+				return 0
+			}
+			return 1
+		}))
+	}
+	if e, ok := src.Engine.(relay.StatsReporter); ok {
+		counter("relay_engine_reconnects_total", "Pub/sub connections to the engine replaced because they failed or went silent.", func() float64 { return float64(e.EngineStats().Reconnects) })
+		counter("relay_engine_repeats_total", "Messages from the engine dropped because this node had fanned them out already.", func() float64 { return float64(e.EngineStats().Repeats) })
+		counter("relay_engine_repaired_total", "Messages read from history because pub/sub lost them.", func() float64 { return float64(e.EngineStats().Repaired) })
+		counter("relay_engine_resets_total", "Gaps history could no longer fill; relay.v1 subscribers were told recovered:false.", func() float64 { return float64(e.EngineStats().Resets) })
 	}
 	reg.MustRegister(rejected{src.API}, limited{src.API, w})
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

@@ -31,6 +31,8 @@ type subscriber struct {
 	dirty    chan struct{} // something to subscribe or unsubscribe
 	healthy  atomic.Bool   // subscribed to everything on a live connection
 	lastBeat atomic.Int64  // unix ns of the last own heartbeat received
+
+	reconnects atomic.Uint64
 }
 
 // watch is one topic the node has subscribers on.
@@ -134,6 +136,7 @@ func (s *subscriber) run(ctx context.Context) error {
 			return nil
 		}
 		s.b.setDown("pub/sub connection: " + err.Error())
+		s.reconnects.Add(1)
 		if time.Since(start) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}

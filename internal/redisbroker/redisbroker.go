@@ -283,3 +283,9 @@ func (k keys) nodePresence(n string) string { return k.prefix + ":pn:" + n }
 func (k keys) nodes() string                { return k.prefix + ":nodes" }
 
 var _ relay.Engine = (*Broker)(nil)
+
+// EngineStats implements relay.StatsReporter.
+func (b *Broker) EngineStats() relay.EngineStats {
+	st := b.seq.Stats()
+	return relay.EngineStats{Reconnects: b.sub.reconnects.Load(), Repeats: st.Repeats, Repaired: st.Repaired, Resets: st.Resets}
+}

@@ -99,9 +99,6 @@ func notFound(id relay.ClientID) error {
 // Register implements relay.Registry.
 func (r *registry) Register(ctx context.Context, id relay.ClientID, reg relay.Registration, ttl time.Duration) error {
 	b := r.b
-	if err := b.Ready(); err != nil {
-		return err
-	}
 	key := b.keys.reg(id)
 	cmds := rueidis.Commands{
 		b.client.B().Hset().Key(key).FieldValue().FieldValue("u", reg.User.String()).FieldValue("t", joinTopics(reg.Topics)).Build(),

@@ -100,10 +100,11 @@ func (b *Broker) rule(topic string) relay.HistoryRule {
 // Publish implements relay.Broker: one script run, then this node's own
 // subscribers get the message at once through the sequencer (the copy
 // that comes back over pub/sub is dropped as a repeat).
+//
+// A publish needs only the command connection: while the pub/sub
+// connection is being replaced, publishes go on, and what the node misses
+// meanwhile is repaired from history once it is back.
 func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.PublishOptions) (relay.Receipt, error) {
-	if err := b.Ready(); err != nil {
-		return relay.Receipt{}, err
-	}
 	r := b.rule(m.Topic)
 	user, idemKey, idemTTL := "", b.keys.idem(""), ""
 	if m.HasUser {

@@ -166,3 +166,16 @@ type Roster interface {
 	// Present returns the users present on topic, by user id.
 	Present(ctx context.Context, topic string) ([]Present, error)
 }
+
+// EngineStats are a networked engine's counters, for metrics.
+type EngineStats struct {
+	Reconnects uint64 // pub/sub connections replaced (failed or silent)
+	Repeats    uint64 // messages dropped because the node had them already
+	Repaired   uint64 // messages read from history to fill a gap
+	Resets     uint64 // gaps history could not fill (subscribers told recovered:false)
+}
+
+// StatsReporter is implemented by engines with EngineStats.
+type StatsReporter interface {
+	EngineStats() EngineStats
+}

@@ -23,14 +23,15 @@ func Prefix() string {
 }
 
 // RedisNode starts a node of the cluster on url under prefix, with cfg's
-// other settings, and waits until it is ready. Heartbeats are fast so
+// other settings (cfg.Memory.History as the engine's history rules), and
+// waits until it is ready. Heartbeats are fast so
 // that faults show in tests within a second or two.
 func RedisNode(t testing.TB, url, prefix string, cfg server.Config) *Instance {
 	t.Helper()
 	b, err := redisbroker.New(redisbroker.Config{
 		URL: url, Prefix: prefix, NodeID: redisbroker.NewNodeID(),
 		Heartbeat: 250 * time.Millisecond, NodeTTL: 2 * time.Second,
-		ReconnectGrace: cfg.Hub.ReconnectGrace,
+		ReconnectGrace: cfg.Hub.ReconnectGrace, History: cfg.Memory.History,
 	}, nil)
 	if err != nil {
 		t.Fatal(err)

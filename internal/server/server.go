@@ -120,7 +120,7 @@ func New(cfg Config, log *slog.Logger) *Server {
 	}
 	apiCfg.NodeID = cfg.NodeID
 	a = api.New(apiCfg, s.Hub, s.Engine, s.WS, log.With("component", "api"))
-	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns})
+	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns, Engine: s.Engine, NodeID: cfg.NodeID})
 	s.API = a
 	return s
 }
