@@ -6,6 +6,10 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/relayhq/relay/internal/brokertest"
+	"github.com/relayhq/relay/internal/redisbroker"
+	"github.com/relayhq/relay/internal/relay"
 )
 
 // flushPrefix deletes every key under prefix, so tests leave the shared
@@ -37,6 +41,37 @@ func flushPrefix(t *testing.T, url, prefix string) {
 		}
 		if cursor = e.Cursor; cursor == 0 {
 			return
+		}
+	}
+}
+
+// Clusters on two databases of one Redis share its pub/sub: their channels
+// must not meet.
+func TestDatabasesDoNotShareChannels(t *testing.T) {
+	prefix := "relaytest-" + redisbroker.NewNodeID()
+	t.Cleanup(func() {
+		flushPrefix(t, "redis://127.0.0.1:6379/1", prefix)
+		flushPrefix(t, "redis://127.0.0.1:6379/2", prefix)
+	})
+	ra, rb := brokertest.NewRecorder(), brokertest.NewRecorder()
+	a := newNode(t, "redis://127.0.0.1:6379/1", prefix, ra, nil)
+	b := newNode(t, "redis://127.0.0.1:6379/2", prefix, rb, nil)
+	ctx := context.Background()
+	for _, n := range []*redisbroker.Broker{a, b} {
+		n.Watch("t")
+		if err := n.Sync(ctx, "t"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []*redisbroker.Broker{a, b} {
+		if _, err := n.Publish(ctx, &relay.Message{Topic: "t", Data: []byte("x")}, relay.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	for name, r := range map[string]*brokertest.Recorder{"db 1": ra, "db 2": rb} {
+		if got := r.Messages("t"); len(got) != 1 || got[0].Offset != 1 {
+			t.Fatalf("node on %s received %+v, want only its own database's offset 1", name, got)
 		}
 	}
 }

@@ -10,6 +10,10 @@
 //	P:i:{sha256}  string "<offset> <epoch>": an idempotency key's first receipt
 //	P:c:{topic}   pub/sub channel of the topic's messages and presence events
 //	P:n:{node}    pub/sub channel of one node: kicks and its own heartbeat
+//
+// (channels are named P.<db>:c:… on a database other than 0, since pub/sub
+// ignores databases)
+//
 //	P:r:{id}      hash  u (user), t (seed topics), n (holding node), k (socket)
 //	P:rn:{node}   set of the registrations a node holds
 //	P:p:{topic}   hash  user → connections on every node
@@ -36,6 +40,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -154,7 +159,13 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	if client == nil {
 		return nil, fmt.Errorf("broker URL %s: %v", Redact(cfg.URL), err)
 	}
-	b := &Broker{cfg: cfg, log: log.With("engine", "redis"), client: client, keys: keys{prefix: cfg.Prefix}}
+	// Pub/sub channels are shared by all databases of a Redis: name the
+	// database in them, so clusters on different databases never meet.
+	chans := cfg.Prefix
+	if opt.SelectDB != 0 {
+		chans += "." + strconv.Itoa(opt.SelectDB)
+	}
+	b := &Broker{cfg: cfg, log: log.With("engine", "redis"), client: client, keys: keys{prefix: cfg.Prefix, chans: chans}}
 	b.seq = sequencer.New(sequencer.Config{}, fanoutFunc(b.fanout), b, b.log)
 	b.reg.init(b)
 	b.roster.init(b)
@@ -269,13 +280,13 @@ func Redact(raw string) string {
 }
 
 // keys builds the key and channel names.
-type keys struct{ prefix string }
+type keys struct{ prefix, chans string }
 
 func (k keys) head(topic string) string     { return k.prefix + ":s:" + topic }
 func (k keys) history(topic string) string  { return k.prefix + ":h:" + topic }
-func (k keys) channel(topic string) string  { return k.prefix + ":c:" + topic }
+func (k keys) channel(topic string) string  { return k.chans + ":c:" + topic }
 func (k keys) idem(sum string) string       { return k.prefix + ":i:" + sum }
-func (k keys) nodeChannel(n string) string  { return k.prefix + ":n:" + n }
+func (k keys) nodeChannel(n string) string  { return k.chans + ":n:" + n }
 func (k keys) reg(id relay.ClientID) string { return k.prefix + ":r:" + string(id) }
 func (k keys) nodeRegs(n string) string     { return k.prefix + ":rn:" + n }
 func (k keys) presence(topic string) string { return k.prefix + ":p:" + topic }
