@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/relayhq/relay/internal/natsbroker"
 	"github.com/relayhq/relay/internal/redisbroker"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/server"
@@ -28,6 +29,18 @@ func (c *serveConfig) engine(sc server.Config, log *slog.Logger) (relay.Engine, 
 			return nil, fmt.Errorf("-broker / RELAY_BROKER: %v", err)
 		}
 		return b, nil
+	case strings.HasPrefix(c.Broker, "nats://"):
+		b, err := natsbroker.New(natsbroker.Config{
+			URL:               c.Broker,
+			NodeID:            sc.NodeID,
+			History:           c.History,
+			IdempotencyWindow: c.IdempotencyTTL,
+			ReconnectGrace:    sc.Hub.ReconnectGrace,
+		}, log)
+		if err != nil {
+			return nil, fmt.Errorf("-broker / RELAY_BROKER: %v", err)
+		}
+		return b, nil
 	}
-	return nil, fmt.Errorf("-broker / RELAY_BROKER %q: this build does not support it yet", redisbroker.Redact(c.Broker))
+	return nil, fmt.Errorf("-broker / RELAY_BROKER %q: want memory, redis://, rediss:// or nats://", redisbroker.Redact(c.Broker))
 }

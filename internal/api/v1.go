@@ -26,6 +26,16 @@ const maxPresenceUsers = 1000
 func EncodeV1(m *relay.Message) []byte {
 	b := make([]byte, 0, 64+len(m.Topic)+len(m.Epoch)+len(m.Data)+len(m.Data)/8)
 	switch m.Kind {
+	case relay.KindReset:
+		// The node missed messages history no longer holds: an unsolicited
+		// subscribed frame, as after a failed recovery.
+		b = append(b, `{"type":"subscribed","topic":`...)
+		b = appendString(b, m.Topic)
+		b = append(b, `,"offset":`...)
+		b = strconv.AppendUint(b, m.Offset, 10)
+		b = append(b, `,"epoch":`...)
+		b = appendString(b, m.Epoch)
+		b = append(b, `,"recovered":false`...)
 	case relay.KindJoin, relay.KindLeave:
 		b = append(b, `{"type":"`...)
 		if m.Kind == relay.KindJoin {
@@ -103,6 +113,8 @@ type v1Command struct {
 	Topics   []string                  `json:"topics"`
 	Since    map[string]relay.Position `json:"since"`
 	Presence bool                      `json:"presence"`
+	// refused is why the command could not be decoded.
+	refused error
 }
 
 // v1Session speaks relay.v1 on one socket. Commands are decoded on the
@@ -129,15 +141,10 @@ func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 	}
 	cmd, err := decodeV1Command(msg, s.api.hub.MaxTopics())
 	if err != nil {
-		code := "bad_request"
-		if errors.Is(err, relay.ErrLimit) {
-			code = v1Code(err)
-		}
-		s.reply(c, errorFrame(cmd.ID, code, trimSentinel(err)))
-		return
+		cmd.refused = err // answered in turn, after the commands before it
 	}
 	s.mu.Lock()
-	if !s.working && cmd.Type != "subscribe" && cmd.Type != "" {
+	if !s.working && (cmd.refused != nil || cmd.Type != "subscribe" && cmd.Type != "") {
 		s.mu.Unlock()
 		s.run(c, cmd) // never waits: unsubscribe, ping, or an error
 		return
@@ -175,6 +182,14 @@ func (s *v1Session) work(c *ws.Conn) {
 
 // run executes one command and answers it.
 func (s *v1Session) run(c *ws.Conn, cmd v1Command) {
+	if err := cmd.refused; err != nil {
+		code := "bad_request"
+		if errors.Is(err, relay.ErrLimit) {
+			code = v1Code(err)
+		}
+		s.reply(c, errorFrame(cmd.ID, code, trimSentinel(err)))
+		return
+	}
 	var err error
 	switch cmd.Type {
 	case "subscribe":

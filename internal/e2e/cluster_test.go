@@ -14,6 +14,13 @@ import (
 	"github.com/relayhq/relay/internal/server"
 )
 
+// onEngines runs a cluster test once on each networked engine.
+func onEngines(t *testing.T, test func(t *testing.T, url string)) {
+	for name, url := range relaytest.Engines {
+		t.Run(name, func(t *testing.T) { test(t, url) })
+	}
+}
+
 // onNode rewrites a socket URL handed out by one node to reach another:
 // registrations are cluster-wide, so any node accepts any id.
 func onNode(url string, in *relaytest.Instance) string {
@@ -64,7 +71,11 @@ func collect(t *testing.T, c *v1conn, topic string, first uint64, n int, want fu
 }
 
 func TestClusterFanoutExactlyOnceInOrder(t *testing.T) {
-	nodes := relaytest.RedisCluster(t, 3, relaytest.SharedRedis, server.Config{})
+	onEngines(t, testClusterFanoutExactlyOnceInOrder)
+}
+
+func testClusterFanoutExactlyOnceInOrder(t *testing.T, url string) {
+	nodes := relaytest.Cluster(t, 3, url, server.Config{})
 	const topic, perNode = "orders", 100
 	var subs []*v1conn
 	for i, n := range nodes {
@@ -102,7 +113,11 @@ func TestClusterFanoutExactlyOnceInOrder(t *testing.T) {
 }
 
 func TestClusterRegistrationsWorkOnEveryNode(t *testing.T) {
-	nodes := relaytest.RedisCluster(t, 3, relaytest.SharedRedis, server.Config{})
+	onEngines(t, testClusterRegistrationsWorkOnEveryNode)
+}
+
+func testClusterRegistrationsWorkOnEveryNode(t *testing.T, url string) {
+	nodes := relaytest.Cluster(t, 3, url, server.Config{})
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	reg := register(t, a, 7)
 	conn, err := b.Client.Connect(ctxT(t), onNode(reg.URL, b))
@@ -157,7 +172,11 @@ func TestClusterRegistrationsWorkOnEveryNode(t *testing.T) {
 }
 
 func TestClusterNewestConnectionWinsAcrossNodes(t *testing.T) {
-	nodes := relaytest.RedisCluster(t, 2, relaytest.SharedRedis, server.Config{})
+	onEngines(t, testClusterNewestConnectionWinsAcrossNodes)
+}
+
+func testClusterNewestConnectionWinsAcrossNodes(t *testing.T, url string) {
+	nodes := relaytest.Cluster(t, 2, url, server.Config{})
 	reg := register(t, nodes[0], 3)
 	first, err := nodes[0].Client.Connect(ctxT(t), reg.URL)
 	if err != nil {
@@ -187,8 +206,10 @@ func TestClusterNewestConnectionWinsAcrossNodes(t *testing.T) {
 	again.Close()
 }
 
-func TestClusterResumeOnAnotherNode(t *testing.T) {
-	nodes := relaytest.RedisCluster(t, 2, relaytest.SharedRedis, server.Config{})
+func TestClusterResumeOnAnotherNode(t *testing.T) { onEngines(t, testClusterResumeOnAnotherNode) }
+
+func testClusterResumeOnAnotherNode(t *testing.T, url string) {
+	nodes := relaytest.Cluster(t, 2, url, server.Config{})
 	a, b := nodes[0], nodes[1]
 	const topic = "feed"
 	reg := register(t, a, 1)
@@ -216,8 +237,10 @@ func TestClusterResumeOnAnotherNode(t *testing.T) {
 	c2.pingPong(2)
 }
 
-func TestClusterFreshTopicHasOneEpoch(t *testing.T) {
-	nodes := relaytest.RedisCluster(t, 3, relaytest.SharedRedis, server.Config{})
+func TestClusterFreshTopicHasOneEpoch(t *testing.T) { onEngines(t, testClusterFreshTopicHasOneEpoch) }
+
+func testClusterFreshTopicHasOneEpoch(t *testing.T, url string) {
+	nodes := relaytest.Cluster(t, 3, url, server.Config{})
 	var epochs []string
 	var conns []*v1conn
 	for i, n := range nodes[:2] {
@@ -239,7 +262,11 @@ func TestClusterFreshTopicHasOneEpoch(t *testing.T) {
 }
 
 func TestClusterPresenceIsPerUserAcrossNodes(t *testing.T) {
-	nodes := relaytest.RedisCluster(t, 3, relaytest.SharedRedis, server.Config{})
+	onEngines(t, testClusterPresenceIsPerUserAcrossNodes)
+}
+
+func testClusterPresenceIsPerUserAcrossNodes(t *testing.T, url string) {
+	nodes := relaytest.Cluster(t, 3, url, server.Config{})
 	const topic = "room"
 	watcher := dialV1(t, register(t, nodes[2], 100).URL)
 	watcher.subscribe(map[string]any{"topics": []string{topic}, "presence": true})

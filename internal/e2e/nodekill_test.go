@@ -92,17 +92,18 @@ type resumer struct {
 	topic string
 	id    string
 
-	mu    sync.Mutex
-	msgs  []frameV1
-	ws    *websocket.Conn
-	epoch string
+	mu   sync.Mutex
+	msgs []frameV1
+	err  error // a failed dial
 }
 
 func (r *resumer) dial(addr string, since *frameV1) *websocket.Conn {
 	d := websocket.Dialer{Subprotocols: []string{"relay.v1"}}
 	ws, _, err := d.Dial("ws://"+addr+"/ws/"+r.id, nil)
 	if err != nil {
-		r.t.Errorf("dial %s: %v", addr, err)
+		r.mu.Lock()
+		r.err = err // reported by the test, not from this goroutine
+		r.mu.Unlock()
 		return nil
 	}
 	cmd := map[string]any{"type": "subscribe", "topics": []string{r.topic}}
@@ -152,14 +153,16 @@ func (r *resumer) run(ws *websocket.Conn, next string, resumed chan<- bool) {
 }
 
 func TestClusterNodeKilledMidStream(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs relay processes")
-	}
-	redis := relaytest.StartRedis(t)
 	bin := relayBinary(t)
+	for name, start := range privateEngines {
+		t.Run(name, func(t *testing.T) { testNodeKilled(t, bin, start(t).URL()) })
+	}
+}
+
+func testNodeKilled(t *testing.T, bin, broker string) {
 	var nodes []*process
 	for i := range 3 {
-		nodes = append(nodes, startProcess(t, bin, "127.0.0.1:0", "-broker", redis.URL(), "-node-id", fmt.Sprint("n", i)))
+		nodes = append(nodes, startProcess(t, bin, "127.0.0.1:0", "-broker", broker, "-node-id", fmt.Sprint("n", i)))
 	}
 	victim, survivor, other := nodes[0], nodes[1], nodes[2]
 	cl, err := client.New(survivor.URL)
@@ -224,7 +227,9 @@ func TestClusterNodeKilledMidStream(t *testing.T) {
 			t.Fatal("the resume on the survivor was not recovered")
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the client did not resume on the survivor")
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		t.Fatalf("the client did not resume on the survivor (%v)", r.err)
 	}
 	tl := &tail{}
 	relaytest.Eventually(t, "every message", func() bool {
@@ -250,7 +255,7 @@ func TestClusterNodeKilledMidStream(t *testing.T) {
 
 	// Restarted on the same address with a new id, it serves again.
 	restart := time.Now()
-	again := startProcess(t, bin, victim.addr, "-broker", redis.URL(), "-node-id", "n0-again")
+	again := startProcess(t, bin, victim.addr, "-broker", broker, "-node-id", "n0-again")
 	t.Logf("restarted node ready in %s", time.Since(restart).Round(time.Millisecond))
 	if code, _, body := request(t, http.MethodPost, again.URL+"/publish", `{"topic":"live","message":"back"}`); code != http.StatusOK {
 		t.Fatalf("publish on the restarted node = %d %s", code, body)

@@ -679,7 +679,7 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 	for _, j := range list {
 		r := Subscribed{Users: j.users, Existing: !j.added}
 		if opts.Presence && h.cfg.Roster != nil {
-			r.Users = h.present(ctx, j.name)
+			r.Users = h.present(ctx, j.name, c.User, j.added)
 		}
 		if opts.History != nil {
 			since, want := opts.Since[j.name]
@@ -742,16 +742,21 @@ func (h *Hub) sync(ctx context.Context, c *Client, sub relay.Subscriber, list []
 	return nil
 }
 
-// present returns the users the Roster lists on topic; when it cannot be
-// read, the subscribe goes on with none listed.
-func (h *Hub) present(ctx context.Context, topic string) []relay.UserID {
+// present returns the users the Roster lists on topic before a socket of
+// user joined (added), as the hub's own index would: the Roster counts the
+// socket already, so one of user's connections is taken off. When it
+// cannot be read, the subscribe goes on with none listed.
+func (h *Hub) present(ctx context.Context, topic string, user relay.UserID, added bool) []relay.UserID {
 	list, err := h.cfg.Roster.Present(ctx, topic)
 	if err != nil {
 		h.log.Warn("reading presence failed; subscribing without the list of users", "topic", topic, "err", err)
 	}
-	users := make([]relay.UserID, len(list))
-	for i, p := range list {
-		users[i] = p.User
+	users := make([]relay.UserID, 0, len(list))
+	for _, p := range list {
+		if added && p.User == user && p.Connections <= 1 {
+			continue
+		}
+		users = append(users, p.User)
 	}
 	return users
 }

@@ -175,7 +175,11 @@ func (s *subscriber) session(ctx context.Context) error {
 		}
 		if !s.healthy.Load() {
 			s.healthy.Store(true)
-			b.setUp()
+			// Ready once the command connection works too: after an outage
+			// its first command finds the old connection dead.
+			if b.call(ctx, b.client.B().Ping().Build()).Error() == nil {
+				b.setUp()
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -3,6 +3,7 @@ package redisbroker
 import (
 	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -22,9 +23,10 @@ import (
 type roster struct {
 	b *Broker
 
-	mu      sync.Mutex
-	pending map[presenceKey]int // queued, not yet applied
-	wake    chan struct{}
+	mu       sync.Mutex
+	pending  map[presenceKey]int // queued, not yet applied
+	inflight map[string]int      // topics of the batch being applied
+	wake     chan struct{}
 
 	// Owned by run: this node's share as Redis holds it, to claim it again
 	// after other nodes took this one for dead or Redis lost it.
@@ -40,6 +42,7 @@ type presenceKey struct {
 func (r *roster) init(b *Broker) {
 	r.b = b
 	r.pending = make(map[presenceKey]int)
+	r.inflight = make(map[string]int)
 	r.wake = make(chan struct{}, 1)
 	r.mine = make(map[presenceKey]int)
 }
@@ -73,9 +76,12 @@ func (r *roster) Change(topic string, user relay.UserID, delta int) {
 	r.wakeUp()
 }
 
-// Present implements relay.Roster.
+// Present implements relay.Roster. It first lets this node's changes to
+// topic reach Redis (for at most the command timeout), so that a socket
+// that just subscribed finds itself counted.
 func (r *roster) Present(ctx context.Context, topic string) ([]relay.Present, error) {
 	b := r.b
+	r.settle(ctx, topic)
 	m, err := b.call(ctx, b.client.B().Hgetall().Key(b.keys.presence(topic)).Build()).AsStrMap()
 	if err != nil {
 		return nil, unavailable("reading presence", err)
@@ -90,6 +96,24 @@ func (r *roster) Present(ctx context.Context, topic string) ([]relay.Present, er
 	}
 	slices.SortFunc(out, func(a, b relay.Present) int { return cmp.Compare(a.User, b.User) })
 	return out, nil
+}
+
+// settle waits until no change of this node to topic is queued or being
+// applied, or the command timeout passes.
+func (r *roster) settle(ctx context.Context, topic string) {
+	deadline := time.Now().Add(r.b.cfg.Timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		r.mu.Lock()
+		busy := r.inflight[topic] > 0
+		for k := range r.pending {
+			busy = busy || k.topic == topic
+		}
+		r.mu.Unlock()
+		if !busy {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // run applies queued changes until ctx ends; a batch that fails is kept
@@ -110,9 +134,20 @@ func (r *roster) run(ctx context.Context) error {
 			if len(batch) == 0 {
 				break
 			}
-			if err := r.apply(ctx, batch); err != nil {
-				r.b.log.Warn("updating presence in Redis failed; retrying", "err", err)
+			taken := slices.Collect(maps.Keys(batch))
+			err := r.apply(ctx, batch) // removes what it applied
+			if err != nil {
 				r.requeue(batch)
+			}
+			r.mu.Lock()
+			for _, k := range taken {
+				if r.inflight[k.topic]--; r.inflight[k.topic] <= 0 {
+					delete(r.inflight, k.topic)
+				}
+			}
+			r.mu.Unlock()
+			if err != nil {
+				r.b.log.Warn("updating presence in Redis failed; retrying", "err", err)
 				select {
 				case <-ctx.Done():
 					return nil
@@ -134,6 +169,7 @@ func (r *roster) ready() map[presenceKey]int {
 		if d < 0 || r.b.sub.synced(k.topic) {
 			batch[k] = d
 			delete(r.pending, k)
+			r.inflight[k.topic]++
 		}
 	}
 	return batch

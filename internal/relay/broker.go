@@ -163,7 +163,8 @@ type Roster interface {
 	// not block; the engine announces joins and leaves through every
 	// node's Fanout, as messages of KindJoin and KindLeave.
 	Change(topic string, user UserID, delta int)
-	// Present returns the users present on topic, by user id.
+	// Present returns the users present on topic, by user id, counting
+	// every Change this node made before the call.
 	Present(ctx context.Context, topic string) ([]Present, error)
 }
 

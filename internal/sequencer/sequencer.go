@@ -16,6 +16,8 @@ package sequencer
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,7 +67,37 @@ type track struct {
 	waiting   map[uint64]*relay.Message // arrived before earlier offsets, by offset
 	early     []*relay.Message          // arrived before start
 	repairing bool                      // a repair is scheduled or running
+	timer     *time.Timer               // the scheduled repair, until it runs
+	want      uint64                    // the newest offset known to exist: repair until last reaches it
+	left      []string                  // epochs the topic moved away from, newest last
 	gone      bool                      // forgotten: fan out nothing more
+}
+
+// maxLeft bounds the epochs remembered as left behind.
+const maxLeft = 4
+
+// newEpochLocked follows the topic into epoch, from its beginning.
+func (t *track) newEpochLocked(epoch string) {
+	if t.epoch != "" {
+		t.left = append(t.left, t.epoch)
+		if len(t.left) > maxLeft {
+			t.left = t.left[1:]
+		}
+	}
+	t.epoch, t.last, t.want = epoch, 0, 0
+	clear(t.waiting)
+}
+
+// stale reports whether epoch is one the topic moved away from: epochs are
+// random, so a stream never returns to one, and a message of it arriving
+// late (a node offers its own publish after the engine answered) is old.
+func (t *track) stale(epoch string) bool {
+	for _, e := range t.left {
+		if e == epoch {
+			return true
+		}
+	}
+	return false
 }
 
 // New returns a sequencer fanning out to local and reading history to
@@ -201,10 +233,13 @@ func (s *Sequencer) offerLocked(t *track, m *relay.Message) int {
 		return s.local.Fanout(m)
 	}
 	if m.Epoch != t.epoch {
+		if t.stale(m.Epoch) {
+			s.count(func(st *Stats) { st.Repeats++ })
+			return 0
+		}
 		// The stream was started again (the engine lost it, or dropped
 		// it when idle): follow the new epoch from its beginning.
-		t.epoch, t.last = m.Epoch, 0
-		clear(t.waiting)
+		t.newEpochLocked(m.Epoch)
 	}
 	switch {
 	case m.Offset <= t.last:
@@ -212,6 +247,7 @@ func (s *Sequencer) offerLocked(t *track, m *relay.Message) int {
 		return 0
 	case m.Offset > t.last+1:
 		t.waiting[m.Offset] = m
+		t.want = max(t.want, m.Offset)
 		if len(t.waiting) > s.cfg.MaxWaiting {
 			s.repairLocked(t, 0)
 		} else {
@@ -225,7 +261,8 @@ func (s *Sequencer) offerLocked(t *track, m *relay.Message) int {
 	return n
 }
 
-// drainLocked fans out the waiting messages that are now next.
+// drainLocked fans out the waiting messages that are now next, and calls
+// off a scheduled repair that nothing is missing for any more.
 func (s *Sequencer) drainLocked(t *track) {
 	for len(t.waiting) > 0 {
 		next := t.waiting[t.last+1]
@@ -235,6 +272,9 @@ func (s *Sequencer) drainLocked(t *track) {
 		delete(t.waiting, t.last+1)
 		s.local.Fanout(next)
 		t.last++
+	}
+	if t.last >= t.want && t.timer != nil && t.timer.Stop() {
+		t.timer, t.repairing = nil, false
 	}
 }
 
@@ -252,23 +292,32 @@ func (s *Sequencer) Check(topic string, latest relay.Position) {
 		return
 	}
 	if latest.Epoch != t.epoch || latest.Offset > t.last {
+		if latest.Epoch == t.epoch {
+			t.want = max(t.want, latest.Offset)
+		} else {
+			t.want = ^uint64(0) // until the repair follows the new epoch
+		}
 		s.repairLocked(t, s.cfg.RepairAfter)
 	}
 }
 
 // repairLocked schedules a history read for t after delay, unless one is
-// pending.
+// pending; a pending one is brought forward to delay 0 when asked.
 func (s *Sequencer) repairLocked(t *track, delay time.Duration) {
 	if t.repairing {
+		if delay == 0 && t.timer != nil && t.timer.Stop() {
+			t.timer.Reset(0)
+		}
 		return
 	}
 	t.repairing = true
-	time.AfterFunc(delay, func() { s.repair(t) })
+	t.timer = time.AfterFunc(delay, func() { s.repair(t) })
 }
 
 // repair reads what t is missing from history and fans it out.
 func (s *Sequencer) repair(t *track) {
 	t.mu.Lock()
+	t.timer = nil // running: no longer to be called off
 	since, epoch := t.last, t.epoch
 	t.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RepairTimeout)
@@ -286,13 +335,17 @@ func (s *Sequencer) repair(t *track) {
 	}
 	if err != nil {
 		s.log.Warn("reading history to fill a gap failed; retrying", "topic", t.name, "err", err)
-		t.repairing = true
-		time.AfterFunc(time.Second, func() { s.repair(t) })
+		s.repairLocked(t, time.Second)
 		return
 	}
 	if page.Latest.Epoch != t.epoch {
-		t.epoch, t.last = page.Latest.Epoch, 0
-		clear(t.waiting)
+		if t.epoch != epoch || t.stale(page.Latest.Epoch) {
+			// The topic changed epoch while history was read: the page
+			// may be of another stream. Read again.
+			s.repairLocked(t, 0)
+			return
+		}
+		t.newEpochLocked(page.Latest.Epoch)
 	} else if t.last != since {
 		// Messages arrived meanwhile: fan out only what is still after.
 		since = t.last
@@ -304,6 +357,8 @@ func (s *Sequencer) repair(t *track) {
 		at := page.Latest.Offset
 		if len(msgs) > 0 {
 			at = msgs[0].Offset - 1
+		} else if len(t.waiting) > 0 {
+			at = slices.Min(slices.Collect(maps.Keys(t.waiting))) - 1 // they reached the node: keep them
 		}
 		if at > t.last {
 			s.local.Fanout(&relay.Message{Kind: relay.KindReset, Topic: t.name, Offset: at, Epoch: t.epoch})
@@ -316,8 +371,11 @@ func (s *Sequencer) repair(t *track) {
 		if m.Offset == t.last+1 {
 			s.local.Fanout(m)
 			t.last = m.Offset
-			repaired++
-			delete(t.waiting, m.Offset)
+			if _, arrived := t.waiting[m.Offset]; arrived {
+				delete(t.waiting, m.Offset) // delivered now; it was not missing
+			} else {
+				repaired++
+			}
 		}
 	}
 	if repaired > 0 {
@@ -333,5 +391,7 @@ func (s *Sequencer) repair(t *track) {
 	if len(t.waiting) > 0 {
 		// Still missing some (published after the read): look again.
 		s.repairLocked(t, s.cfg.RepairAfter)
+	} else {
+		t.want = t.last // the next Check tells if more is missing
 	}
 }
