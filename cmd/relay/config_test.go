@@ -154,6 +154,25 @@ func TestPrintConfigRedactsSecrets(t *testing.T) {
 	}
 }
 
+func TestBrokerSetting(t *testing.T) {
+	var out bytes.Buffer
+	run([]string{"-print-config", "-broker", "redis://app:hunter2secret@10.0.0.5:6379/2", "-node-id", "relay-1"}, env(nil), &out, &out)
+	if strings.Contains(out.String(), "hunter2secret") || !strings.Contains(out.String(), "RELAY_BROKER=redis://app:xxxxx@10.0.0.5:6379/2") ||
+		!strings.Contains(out.String(), "RELAY_NODE_ID=relay-1") {
+		t.Fatalf("print-config of a broker URL with a password:\n%s", out.String())
+	}
+	for _, bad := range []string{"mysql://x:1", "redis://", "redis", "nats:/nohost"} {
+		out.Reset()
+		if code := run([]string{"-broker", bad}, env(nil), &out, &out); code != 2 || !strings.Contains(out.String(), "-broker / RELAY_BROKER") {
+			t.Errorf("-broker %q: exit %d: %s", bad, code, out.String())
+		}
+	}
+	out.Reset()
+	if code := run([]string{"-node-id", "a b"}, env(nil), &out, &out); code != 2 || !strings.Contains(out.String(), "-node-id / RELAY_NODE_ID") {
+		t.Errorf("-node-id with a space: exit %d: %s", code, out.String())
+	}
+}
+
 func TestTokenSubcommand(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := run([]string{"token", "-sub", "42", "-topics", "chat.*,news"}, env(map[string]string{"RELAY_TOKEN_SECRET": "0123456789abcdef0123456789abcdef"}), &out, &errb)
