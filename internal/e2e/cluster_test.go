@@ -292,3 +292,77 @@ func testClusterPresenceIsPerUserAcrossNodes(t *testing.T, url string) {
 	}
 	watcher.pingPong(3) // one leave, not two
 }
+
+// Subscribing and unsubscribing a topic while it is published to, on the
+// node receiving it: the last socket leaving a topic (the node drops its
+// engine subscription) races the topic's fan-out. Nothing may lock up.
+func TestClusterChurnWhilePublishing(t *testing.T) { onEngines(t, testChurn) }
+
+func testChurn(t *testing.T, url string) {
+	nodes := relaytest.Cluster(t, 2, url, server.Config{})
+	const topic = "churn"
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n.Client.Publish(ctxT(t), client.Publish{Topic: topic, Message: fmt.Sprint(i)})
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var cw sync.WaitGroup
+		for j := range 4 {
+			c := dialV1(t, register(t, nodes[1], uint64(j)).URL)
+			cw.Go(func() {
+				// One command at a time: each takes effect before the next.
+				for i := range 300 {
+					for _, typ := range []string{"subscribe", "unsubscribe"} {
+						c.send(map[string]any{"type": typ, "id": i, "topics": []string{topic}})
+						if !awaitReply(c, typ+"d") {
+							t.Errorf("socket %d: no %sd reply", j, typ)
+							return
+						}
+					}
+				}
+			})
+		}
+		cw.Wait()
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("subscribe/unsubscribe churn did not finish within 60s: a lock-up")
+	}
+	close(stop)
+	wg.Wait()
+	// The node still fans out.
+	c := dialV1(t, register(t, nodes[1], 99).URL)
+	c.subscribe(map[string]any{"topics": []string{"after"}})
+	publish(t, nodes[0], client.Publish{Topic: "after", Message: "alive"})
+	if f := c.expect("message"); f.Message != "alive" {
+		t.Fatalf("got %+v", f)
+	}
+}
+
+// awaitReply reads c's frames until one of type typ, skipping messages;
+// false when the socket fails or stays silent for 20s.
+func awaitReply(c *v1conn, typ string) bool {
+	for {
+		c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, b, err := c.ws.ReadMessage()
+		if err != nil {
+			return false
+		}
+		if strings.Contains(string(b), `"type":"`+typ+`"`) {
+			return true
+		}
+	}
+}

@@ -11,6 +11,8 @@
 // Ownership and locks: Sequencer.mu guards the table of topics and is
 // never held with another lock; each topic's track.mu orders that topic's
 // fan-out and is held through Fanout (so track.mu → the hub's locks).
+// Track and Forget, which the hub reaches with its shard lock held, take
+// only Sequencer.mu, never a track.mu.
 package sequencer
 
 import (
@@ -19,6 +21,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayhq/relay/internal/relay"
@@ -70,7 +73,7 @@ type track struct {
 	timer     *time.Timer               // the scheduled repair, until it runs
 	want      uint64                    // the newest offset known to exist: repair until last reaches it
 	left      []string                  // epochs the topic moved away from, newest last
-	gone      bool                      // forgotten: fan out nothing more
+	gone      atomic.Bool               // forgotten: fan out nothing more (set without mu)
 }
 
 // maxLeft bounds the epochs remembered as left behind.
@@ -148,10 +151,10 @@ func (s *Sequencer) Forget(topic string) {
 	delete(s.topics, topic)
 	s.mu.Unlock()
 	if t != nil {
-		t.mu.Lock()
-		t.gone = true
-		t.waiting, t.early = nil, nil
-		t.mu.Unlock()
+		// Without t.mu: the hub calls Forget (through Unwatch) with its
+		// shard lock held, and a fan-out holds t.mu while it waits for that
+		// lock. The track's buffers go with the track.
+		t.gone.Store(true)
 	}
 }
 
@@ -193,7 +196,7 @@ func (s *Sequencer) Start(topic string, pos relay.Position) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.started || t.gone {
+	if t.started || t.gone.Load() {
 		return
 	}
 	t.started, t.epoch, t.last = true, pos.Epoch, pos.Offset
@@ -214,7 +217,7 @@ func (s *Sequencer) Offer(m *relay.Message) int {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.gone {
+	if t.gone.Load() {
 		return 0
 	}
 	if !t.started {
@@ -288,7 +291,7 @@ func (s *Sequencer) Check(topic string, latest relay.Position) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.started || t.gone || latest.Epoch == "" {
+	if !t.started || t.gone.Load() || latest.Epoch == "" {
 		return
 	}
 	if latest.Epoch != t.epoch || latest.Offset > t.last {
@@ -330,7 +333,7 @@ func (s *Sequencer) repair(t *track) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.repairing = false
-	if t.gone {
+	if t.gone.Load() {
 		return
 	}
 	if err != nil {
