@@ -2,6 +2,7 @@ package redisbroker_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -74,4 +75,43 @@ func TestDatabasesDoNotShareChannels(t *testing.T) {
 			t.Fatalf("node on %s received %+v, want only its own database's offset 1", name, got)
 		}
 	}
+}
+
+// When Redis loses a node's share (its data is flushed, or other nodes
+// took the node for dead), the node writes it again once, without
+// counting anyone twice: the user leaves with the node's last connection.
+func TestPresenceRewrittenAfterLoss(t *testing.T) {
+	prefix := "relaytest-" + redisbroker.NewNodeID()
+	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
+	rec := brokertest.NewRecorder()
+	b := newNode(t, sharedRedis, prefix, rec, nil)
+	ctx := context.Background()
+	b.Watch("room")
+	if err := b.Sync(ctx, "room"); err != nil {
+		t.Fatal(err)
+	}
+	b.Roster().Change("room", 7, 1)
+	present := func() string {
+		p, err := b.Roster().Present(ctx, "room")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(p)
+	}
+	if got := present(); got != "[{7 1}]" {
+		t.Fatalf("present = %s, want user 7 with 1 connection", got)
+	}
+	flushPrefix(t, sharedRedis, prefix) // Redis lost everything
+	if !brokertest.Eventually(5*time.Second, func() bool { return present() == "[{7 1}]" }) {
+		t.Fatalf("after the loss, present = %s, want user 7 with 1 connection again", present())
+	}
+	time.Sleep(600 * time.Millisecond) // more heartbeats: still once
+	if got := present(); got != "[{7 1}]" {
+		t.Fatalf("present = %s, want user 7 counted once", got)
+	}
+	b.Roster().Change("room", 7, -1)
+	if !brokertest.Eventually(5*time.Second, func() bool { return present() == "[]" }) {
+		t.Fatalf("after the last connection left, present = %s, want nobody", present())
+	}
+	rec.WaitCount(t, "room", relay.KindLeave, 7, 1)
 }

@@ -3,11 +3,9 @@ package redisbroker
 import (
 	"cmp"
 	"context"
-	"maps"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -17,21 +15,19 @@ import (
 
 // roster keeps presence in Redis (relay.Roster): per topic, each user's
 // connections on every node, and per node its share, so that a node that
-// dies without saying goodbye can be subtracted. Change only queues; one
-// goroutine applies the queued changes in order, summing those for the
-// same topic and user, in one pipelined round trip.
+// dies without saying goodbye can be subtracted. Change only counts, in
+// memory; one goroutine writes the counts that changed, in one pipelined
+// round trip. It writes each count as a value, not as a difference, so
+// writing it twice (a retry after a timeout whose writes did land) or
+// again after the others removed this node's share changes nothing else.
 type roster struct {
 	b *Broker
 
 	mu       sync.Mutex
-	pending  map[presenceKey]int // queued, not yet applied
-	inflight map[string]int      // topics of the batch being applied
+	counts   map[presenceKey]int      // this node's connections per topic and user
+	dirty    map[presenceKey]struct{} // counts not yet written
+	inflight map[string]int           // topics of the batch being written
 	wake     chan struct{}
-
-	// Owned by run: this node's share as Redis holds it, to claim it again
-	// after other nodes took this one for dead or Redis lost it.
-	mine   map[presenceKey]int
-	resync atomic.Bool // claim mine again
 }
 
 type presenceKey struct {
@@ -41,21 +37,23 @@ type presenceKey struct {
 
 func (r *roster) init(b *Broker) {
 	r.b = b
-	r.pending = make(map[presenceKey]int)
+	r.counts = make(map[presenceKey]int)
+	r.dirty = make(map[presenceKey]struct{})
 	r.inflight = make(map[string]int)
 	r.wake = make(chan struct{}, 1)
-	r.mine = make(map[presenceKey]int)
 }
 
-// presenceScript applies one node's change of a user's connections on a
-// topic and announces a join (from none anywhere) or a leave (back to
-// none). KEYS topic presence, node presence, topic channel. ARGV user,
-// delta, node field.
+// presenceScript sets one node's count of a user's connections on a topic
+// and announces a join (from none anywhere) or a leave (back to none).
+// KEYS topic presence, node presence, topic channel. ARGV user, count,
+// node field.
 var presenceScript = rueidis.NewLuaScript(`
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-local m = redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[2])
-if m <= 0 then redis.call('HDEL', KEYS[2], ARGV[3]) end
-local before = n - tonumber(ARGV[2])
+local count = tonumber(ARGV[2])
+local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
+if count == old then return 0 end
+if count > 0 then redis.call('HSET', KEYS[2], ARGV[3], count) else redis.call('HDEL', KEYS[2], ARGV[3]) end
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], count - old)
+local before = n - (count - old)
 if n <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
   if before > 0 then redis.call('PUBLISH', KEYS[3], "l\n0\n\n" .. ARGV[1] .. "\n") end
@@ -69,9 +67,8 @@ return n
 func (r *roster) Change(topic string, user relay.UserID, delta int) {
 	r.mu.Lock()
 	k := presenceKey{topic, user}
-	if r.pending[k] += delta; r.pending[k] == 0 {
-		delete(r.pending, k)
-	}
+	r.counts[k] += delta
+	r.dirty[k] = struct{}{}
 	r.mu.Unlock()
 	r.wakeUp()
 }
@@ -98,14 +95,14 @@ func (r *roster) Present(ctx context.Context, topic string) ([]relay.Present, er
 	return out, nil
 }
 
-// settle waits until no change of this node to topic is queued or being
-// applied, or the command timeout passes.
+// settle waits until no count of this node on topic is waiting to be
+// written or being written, or the command timeout passes.
 func (r *roster) settle(ctx context.Context, topic string) {
 	deadline := time.Now().Add(r.b.cfg.Timeout)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		r.mu.Lock()
 		busy := r.inflight[topic] > 0
-		for k := range r.pending {
+		for k := range r.dirty {
 			busy = busy || k.topic == topic
 		}
 		r.mu.Unlock()
@@ -116,8 +113,8 @@ func (r *roster) settle(ctx context.Context, topic string) {
 	}
 }
 
-// run applies queued changes until ctx ends; a batch that fails is kept
-// and retried.
+// run writes changed counts until ctx ends; a batch that fails is marked
+// changed again and retried.
 func (r *roster) run(ctx context.Context) error {
 	for {
 		select {
@@ -125,29 +122,24 @@ func (r *roster) run(ctx context.Context) error {
 			return nil
 		case <-r.wake:
 		}
-		if r.resync.Swap(false) {
-			r.requeue(r.mine) // Redis holds none of it now
-			r.mine = make(map[presenceKey]int)
-		}
 		for ctx.Err() == nil {
 			batch := r.ready()
 			if len(batch) == 0 {
 				break
 			}
-			taken := slices.Collect(maps.Keys(batch))
-			err := r.apply(ctx, batch) // removes what it applied
-			if err != nil {
-				r.requeue(batch)
-			}
+			failed := r.apply(ctx, batch)
 			r.mu.Lock()
-			for _, k := range taken {
+			for k := range batch {
 				if r.inflight[k.topic]--; r.inflight[k.topic] <= 0 {
 					delete(r.inflight, k.topic)
 				}
 			}
+			for _, k := range failed {
+				r.dirty[k] = struct{}{}
+			}
 			r.mu.Unlock()
-			if err != nil {
-				r.b.log.Warn("updating presence in Redis failed; retrying", "err", err)
+			if len(failed) > 0 {
+				r.b.log.Warn("updating presence in Redis failed; retrying", "failed", len(failed))
 				select {
 				case <-ctx.Done():
 					return nil
@@ -158,24 +150,30 @@ func (r *roster) run(ctx context.Context) error {
 	}
 }
 
-// ready takes the queued changes that can be applied now. A user's
-// arrival on a topic waits until this node's subscription to the topic is
-// in place: its own join, published by Redis, must reach it.
+// ready takes the changed counts that can be written now, with their
+// values. A user's arrival on a topic waits until this node's
+// subscription to the topic is in place: its own join, published by
+// Redis, must reach it. A count back at 0 is written and forgotten.
 func (r *roster) ready() map[presenceKey]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	batch := make(map[presenceKey]int)
-	for k, d := range r.pending {
-		if d < 0 || r.b.sub.synced(k.topic) {
-			batch[k] = d
-			delete(r.pending, k)
-			r.inflight[k.topic]++
+	for k := range r.dirty {
+		n := r.counts[k]
+		if n > 0 && !r.b.sub.synced(k.topic) {
+			continue
 		}
+		batch[k] = max(n, 0)
+		delete(r.dirty, k)
+		if n <= 0 {
+			delete(r.counts, k)
+		}
+		r.inflight[k.topic]++
 	}
 	return batch
 }
 
-// wakeUp has run look at the queue again.
+// wakeUp has run look at the changed counts.
 func (r *roster) wakeUp() {
 	select {
 	case r.wake <- struct{}{}:
@@ -183,54 +181,40 @@ func (r *roster) wakeUp() {
 	}
 }
 
-func (r *roster) requeue(batch map[presenceKey]int) {
-	r.mu.Lock()
-	for k, d := range batch {
-		if r.pending[k] += d; r.pending[k] == 0 {
-			delete(r.pending, k)
-		}
-	}
-	r.mu.Unlock()
-}
-
-// apply runs the script for every change in one pipeline. Changes that
-// went through are removed from batch, so a retry repeats none.
-func (r *roster) apply(ctx context.Context, batch map[presenceKey]int) error {
+// apply writes batch in one pipeline and returns the keys whose write
+// failed.
+func (r *roster) apply(ctx context.Context, batch map[presenceKey]int) []presenceKey {
 	b := r.b
 	keys := make([]presenceKey, 0, len(batch))
 	execs := make([]rueidis.LuaExec, 0, len(batch))
-	for k, d := range batch {
+	for k, n := range batch {
 		keys = append(keys, k)
 		execs = append(execs, rueidis.LuaExec{
 			Keys: []string{b.keys.presence(k.topic), b.keys.nodePresence(b.cfg.NodeID), b.keys.channel(k.topic)},
-			Args: []string{k.user.String(), strconv.Itoa(d), presenceField(k)},
+			Args: []string{k.user.String(), strconv.Itoa(n), presenceField(k)},
 		})
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
-	var firstErr error
+	var failed []presenceKey
 	for i, res := range presenceScript.ExecMulti(ctx, b.client, execs...) {
-		if err := res.Error(); err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+		if res.Error() != nil {
+			failed = append(failed, keys[i])
 		}
-		k := keys[i]
-		if r.mine[k] += batch[k]; r.mine[k] <= 0 {
-			delete(r.mine, k)
-		}
-		delete(batch, k)
 	}
-	return firstErr
+	return failed
 }
 
 func presenceField(k presenceKey) string { return k.topic + "\n" + k.user.String() }
 
-// reassert has run apply this node's whole share again, after other nodes
+// reassert writes this node's whole share again, after other nodes
 // removed it (they took this node for dead) or Redis lost it.
 func (r *roster) reassert() {
-	r.resync.Store(true)
+	r.mu.Lock()
+	for k := range r.counts {
+		r.dirty[k] = struct{}{}
+	}
+	r.mu.Unlock()
 	r.wakeUp()
 }
 
