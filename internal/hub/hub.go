@@ -395,6 +395,9 @@ func (h *Hub) install(t *Ticket) {
 	h.regMu.Lock()
 	old := h.clients[t.id]
 	if old != nil {
+		if topics := old.Topics(); topics != nil {
+			c.topics = topics // this node saw the latest seed topics
+		}
 		h.removeLocked(old)
 	}
 	h.clients[t.id] = c
@@ -402,9 +405,6 @@ func (h *Hub) install(t *Ticket) {
 	h.stats.Registrations.Add(1)
 	h.regMu.Unlock()
 	if old != nil {
-		if topics := old.Topics(); topics != nil {
-			c.topics = topics // this node saw the latest seed topics
-		}
 		if sub := h.retire(old); sub != nil {
 			sub.Close(relay.CloseReplaced)
 		}
@@ -433,7 +433,7 @@ func (h *Hub) Kick(id relay.ClientID, socket string, reason relay.CloseReason) {
 	h.regMu.Lock()
 	c := h.clients[id]
 	if c == nil || (socket != "" && c.socket != socket) {
-		if socket != "" && c == nil { // perhaps still upgrading: see kickIfTaken
+		if socket != "" { // perhaps still upgrading: see kickIfTaken
 			if len(h.kicked) >= maxKicked {
 				clear(h.kicked)
 			}

@@ -379,5 +379,6 @@ func (s *subscriber) onNodeMessage(msg string) {
 	if f[3] == "replaced" {
 		reason = relay.CloseReplaced
 	}
+	s.b.reg.forget(relay.ClientID(f[1]), f[2])
 	s.b.node.Kick(relay.ClientID(f[1]), f[2], reason)
 }

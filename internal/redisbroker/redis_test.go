@@ -115,3 +115,32 @@ func TestPresenceRewrittenAfterLoss(t *testing.T) {
 	}
 	rec.WaitCount(t, "room", relay.KindLeave, 7, 1)
 }
+
+// A node restarted under the same id removes what its earlier process
+// left (here: user 5 present on "room" through it), before it serves.
+func TestRestartUnderSameIDForgetsTheEarlierProcess(t *testing.T) {
+	prefix := "relaytest-" + redisbroker.NewNodeID()
+	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
+	opt, _ := rueidis.ParseURL(sharedRedis)
+	opt.DisableCache = true
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	for _, cmd := range []rueidis.Completed{
+		c.B().Hset().Key(prefix + ":pn:same").FieldValue().FieldValue("room\n5", "1").Build(),
+		c.B().Hset().Key(prefix + ":p:room").FieldValue().FieldValue("5", "1").Build(),
+		c.B().Zadd().Key(prefix + ":nodes").ScoreMember().ScoreMember(float64(time.Now().UnixMilli()), "same").Build(),
+	} {
+		if err := c.Do(ctx, cmd).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := newNode(t, sharedRedis, prefix, brokertest.NewRecorder(), func(cfg *redisbroker.Config) { cfg.NodeID = "same" })
+	p, err := b.Roster().Present(ctx, "room")
+	if err != nil || len(p) != 0 {
+		t.Fatalf("present after the restart = %v, %v; want nobody", p, err)
+	}
+}

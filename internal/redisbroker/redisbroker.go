@@ -41,6 +41,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -133,7 +134,8 @@ type Broker struct {
 
 	// down names why Redis cannot be used now (nil while it can).
 	down  atomic.Pointer[string]
-	beats atomic.Int64 // heartbeats sent
+	beats atomic.Int64   // heartbeats sent
+	bg    sync.WaitGroup // one-off background work, waited for by Run
 }
 
 // New connects lazily to the Redis at cfg.URL; it starts nothing (Run
@@ -222,11 +224,26 @@ func (b *Broker) setUp() {
 // and the heartbeat. It returns after they stopped and the client closed.
 func (b *Broker) Run(ctx context.Context) error {
 	defer b.client.Close()
+	// A process that died under this node id (restarted by systemd within
+	// the node TTL, or the only node) left its presence and its hold on
+	// registrations: remove them before serving, as the others would.
+	for ctx.Err() == nil {
+		err := b.cleanup(ctx, b.cfg.NodeID, true)
+		if err == nil {
+			break
+		}
+		b.setDown("removing what an earlier process of this node left: " + err.Error())
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.sub.run(ctx) })
 	g.Go(func() error { return b.roster.run(ctx) })
 	g.Go(func() error { return b.heartbeat(ctx) })
 	err := g.Wait()
+	b.bg.Wait()
 	b.leave()
 	return err
 }

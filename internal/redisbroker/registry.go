@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -21,8 +22,9 @@ import (
 type registry struct {
 	b *Broker
 
-	mu   sync.Mutex
-	held map[relay.ClientID]holding // the registrations this node holds
+	mu         sync.Mutex
+	held       map[relay.ClientID]holding // the registrations this node holds
+	reclaiming atomic.Bool                // reassert is running
 }
 
 func (r *registry) init(b *Broker) {
@@ -65,16 +67,20 @@ return 1
 `)
 
 // unregisterScript: KEYS registration. ARGV node channel prefix, node set
-// prefix, id. Returns 0 when there is no registration.
+// prefix, id, this node. Returns nil when there is no registration, else
+// {node, socket} of the holder ("" when none). Another node is told to
+// close the socket; this node does it itself.
 var unregisterScript = rueidis.NewLuaScript(`
 local f = redis.call('HMGET', KEYS[1], 'u', 'n', 'k')
-if not f[1] then return 0 end
+if not f[1] then return false end
 redis.call('DEL', KEYS[1])
 if f[2] then
   redis.call('SREM', ARGV[2] .. f[2], ARGV[3])
-  redis.call('PUBLISH', ARGV[1] .. f[2], "k\n" .. ARGV[3] .. "\n" .. (f[3] or "") .. "\nunregistered")
+  if f[2] ~= ARGV[4] then
+    redis.call('PUBLISH', ARGV[1] .. f[2], "k\n" .. ARGV[3] .. "\n" .. (f[3] or "") .. "\nunregistered")
+  end
 end
-return 1
+return {f[2] or "", f[3] or ""}
 `)
 
 // holding is a registration held by a socket on this node.
@@ -180,40 +186,92 @@ func (r *registry) Detach(ctx context.Context, id relay.ClientID, socket string,
 // Unregister implements relay.Registry.
 func (r *registry) Unregister(ctx context.Context, id relay.ClientID) error {
 	b := r.b
-	n, err := b.exec(ctx, unregisterScript, []string{b.keys.reg(id)},
-		[]string{b.keys.nodeChannel(""), b.keys.nodeRegs(""), string(id)}).AsInt64()
+	res := b.exec(ctx, unregisterScript, []string{b.keys.reg(id)},
+		[]string{b.keys.nodeChannel(""), b.keys.nodeRegs(""), string(id), b.cfg.NodeID})
+	if rueidis.IsRedisNil(res.Error()) {
+		return notFound(id)
+	}
+	holder, err := res.AsStrSlice()
 	if err != nil {
 		return unavailable("removing the registration", err)
 	}
-	if n == 0 {
-		return notFound(id)
+	if len(holder) == 2 && holder[0] == b.cfg.NodeID {
+		r.forget(id, holder[1])
+		if b.node != nil {
+			b.node.Kick(id, holder[1], relay.CloseUnregistered)
+		}
 	}
 	return nil
 }
 
-// reassert claims again the registrations this node holds, after other
-// nodes took it for dead (or Redis lost its data): their sockets are
-// still here.
+// reclaimScript claims again a registration this node's socket holds,
+// after other nodes took the node for dead: it returns 1 when claimed, 0
+// when the registration is gone (expired, unregistered, or lost with
+// Redis's data: it is not re-created), 2 when another node holds it now.
+// KEYS registration, this node's set. ARGV node, socket, id.
+var reclaimScript = rueidis.NewLuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local n = redis.call('HGET', KEYS[1], 'n')
+if n and n ~= ARGV[1] then return 2 end
+if n == ARGV[1] and redis.call('HGET', KEYS[1], 'k') ~= ARGV[2] then return 2 end
+redis.call('HSET', KEYS[1], 'n', ARGV[1], 'k', ARGV[2])
+redis.call('PERSIST', KEYS[1])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1
+`)
+
+// reclaimBatch bounds the registrations claimed again per round trip.
+const reclaimBatch = 500
+
+// reassert claims again the registrations this node's sockets hold, after
+// other nodes took the node for dead and released them. Those another node
+// took meanwhile are closed here as replaced; those gone are forgotten.
+// It runs beside the heartbeat, never in its way.
 func (r *registry) reassert(ctx context.Context) {
+	if !r.reclaiming.CompareAndSwap(false, true) {
+		return
+	}
+	defer r.reclaiming.Store(false)
 	b := r.b
 	r.mu.Lock()
-	held := make(map[relay.ClientID]holding, len(r.held))
+	ids := make([]relay.ClientID, 0, len(r.held))
+	socks := make([]string, 0, len(r.held))
 	for id, h := range r.held {
-		held[id] = h
+		ids, socks = append(ids, id), append(socks, h.socket)
 	}
 	r.mu.Unlock()
-	for id, h := range held {
-		key := b.keys.reg(id)
-		cmds := rueidis.Commands{
-			b.client.B().Hset().Key(key).FieldValue().FieldValue("n", b.cfg.NodeID).FieldValue("k", h.socket).FieldValue("u", h.user.String()).Build(),
-			b.client.B().Persist().Key(key).Build(),
-			b.client.B().Sadd().Key(b.keys.nodeRegs(b.cfg.NodeID)).Member(string(id)).Build(),
+	for len(ids) > 0 {
+		n := min(len(ids), reclaimBatch)
+		execs := make([]rueidis.LuaExec, n)
+		for i := range n {
+			execs[i] = rueidis.LuaExec{Keys: []string{b.keys.reg(ids[i]), b.keys.nodeRegs(b.cfg.NodeID)}, Args: []string{b.cfg.NodeID, socks[i], string(ids[i])}}
 		}
-		for _, res := range b.client.DoMulti(ctx, cmds...) {
-			if err := res.Error(); err != nil {
-				b.log.Warn("claiming a registration again failed", "err", err)
-				return
+		cctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+		results := reclaimScript.ExecMulti(cctx, b.client, execs...)
+		cancel()
+		for i, res := range results {
+			got, err := res.AsInt64()
+			if err != nil {
+				b.log.Warn("claiming a registration again failed; it expires after the reconnect grace", "err", err)
+				continue
+			}
+			if got != 1 {
+				r.forget(ids[i], socks[i])
+			}
+			if got == 2 && b.node != nil {
+				b.node.Kick(ids[i], socks[i], relay.CloseReplaced)
 			}
 		}
+		ids, socks = ids[n:], socks[n:]
 	}
+}
+
+// forget drops id from the registrations this node holds, if socket
+// holds it ("" for any): it was kicked, or another node has it.
+func (r *registry) forget(id relay.ClientID, socket string) {
+	r.mu.Lock()
+	if h, ok := r.held[id]; ok && (socket == "" || h.socket == socket) {
+		delete(r.held, id)
+	}
+	r.mu.Unlock()
 }

@@ -307,7 +307,7 @@ func (b *Broker) beat(ctx context.Context) {
 		// This node was removed as dead (or Redis lost its data) while
 		// its sockets lived on: claim them again.
 		b.log.Warn("this node was taken for dead by the others (or Redis lost its data); claiming its registrations and presence again")
-		b.reg.reassert(ctx)
+		b.bg.Go(func() { b.reg.reassert(ctx) })
 		b.roster.reassert()
 	}
 	dead, _ := res[2].AsStrSlice()
