@@ -102,6 +102,8 @@ func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error
 		h, client = s, s.client
 	}
 	switch {
+	case errors.Is(err, hub.ErrSuperseded): // a later connect for the id won
+		c.Close(relay.CloseReplaced)
 	case errors.Is(err, relay.ErrNotFound): // unregistered between the check and the upgrade
 		c.Close(relay.CloseUnregistered)
 	case err != nil:

@@ -172,8 +172,10 @@ type Client struct {
 	deadline time.Time // guarded by Hub.regMu; zero while attached
 
 	// socket names the socket holding the registration in the Registry,
-	// so a late Detach or Kick for an older socket changes nothing.
+	// so a late Detach or Kick for an older socket changes nothing; claim
+	// is the Registry's number for it (see relay.Registration.Claim).
 	socket string
+	claim  uint64
 }
 
 // TopicFilter says whether a topic may be subscribed to.
@@ -350,7 +352,9 @@ func (h *Hub) Attach(ctx context.Context, id relay.ClientID, sub relay.Subscribe
 func (h *Hub) AttachTicket(t *Ticket, sub relay.Subscriber, keepTopics bool) (*Client, error) {
 	id := t.id
 	if h.cfg.Registry != nil {
-		h.install(t)
+		if !h.install(t) {
+			return nil, ErrSuperseded
+		}
 		defer h.kickIfTaken(t)
 	}
 	h.regMu.Lock()
@@ -389,11 +393,17 @@ func (h *Hub) AttachTicket(t *Ticket, sub relay.Subscriber, keepTopics bool) (*C
 
 // install gives a ticket of the Registry a new Client, replacing any this
 // node held for its id (whose socket is closed as replaced), so that a
-// late Detach of the old socket can never release the new one.
-func (h *Hub) install(t *Ticket) {
-	c := &Client{ID: t.id, User: t.reg.User, topics: slices.Clone(t.reg.Topics), socket: t.socket}
+// late Detach of the old socket can never release the new one. It refuses
+// (false) a ticket older than the client held.
+func (h *Hub) install(t *Ticket) bool {
+	c := &Client{ID: t.id, User: t.reg.User, topics: slices.Clone(t.reg.Topics), socket: t.socket, claim: t.reg.Claim}
 	h.regMu.Lock()
 	old := h.clients[t.id]
+	if old != nil && t.reg.Claim != 0 && old.claim > t.reg.Claim {
+		// A later claim of this node finished first: it wins.
+		h.regMu.Unlock()
+		return false
+	}
 	if old != nil {
 		if topics := old.Topics(); topics != nil {
 			c.topics = topics // this node saw the latest seed topics
@@ -409,7 +419,12 @@ func (h *Hub) install(t *Ticket) {
 			sub.Close(relay.CloseReplaced)
 		}
 	}
+	return true
 }
+
+// ErrSuperseded refuses a socket whose claim lost to a later claim of the
+// same registration on this node: it is closed as replaced.
+var ErrSuperseded = fmt.Errorf("a newer connection took this registration: %w", relay.ErrNotFound)
 
 // maxKicked bounds the kicks remembered for sockets not attached yet.
 const maxKicked = 10_000

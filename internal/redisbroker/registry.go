@@ -45,9 +45,10 @@ if f[3] and f[3] ~= ARGV[1] then
   redis.call('SREM', ARGV[4] .. f[3], ARGV[5])
 end
 redis.call('HSET', reg, 'n', ARGV[1], 'k', ARGV[2])
+local claim = redis.call('HINCRBY', reg, 'g', 1)
 redis.call('PERSIST', reg)
 redis.call('SADD', KEYS[2], ARGV[5])
-return {f[1], f[2] or ""}
+return {f[1], f[2] or "", tostring(claim)}
 `)
 
 // detachScript: KEYS registration, this node's set. ARGV socket, topics,
@@ -155,7 +156,11 @@ func (r *registry) Attach(ctx context.Context, id relay.ClientID, socket string)
 	if err != nil {
 		return relay.Registration{}, unavailable("claiming the registration", err)
 	}
-	reg, err := decodeRegistration(id, vals)
+	reg, err := decodeRegistration(id, vals[:min(len(vals), 2)])
+	if len(vals) == 3 {
+		c, _ := vals[2].ToString()
+		reg.Claim, _ = strconv.ParseUint(c, 10, 64)
+	}
 	if err == nil {
 		r.mu.Lock()
 		r.held[id] = holding{socket, reg.User}

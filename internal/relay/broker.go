@@ -124,6 +124,10 @@ type Registration struct {
 	// Topics are the seed protocol's desired topics, kept across
 	// reconnects.
 	Topics []string
+	// Claim numbers the Registry's Attach calls for this id, in the order
+	// the Registry took them (0: not numbered): of two sockets claimed on
+	// one node, the higher claim wins, whatever order they finish in.
+	Claim uint64
 }
 
 // Registry keeps registrations for every node: an id registered on one
