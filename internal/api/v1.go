@@ -151,7 +151,7 @@ func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 	}
 	if len(s.queue) >= maxQueuedCommands {
 		s.mu.Unlock()
-		s.reply(c, errorFrame(cmd.ID, "limit", fmt.Sprintf("more than %d commands are waiting for earlier subscribes; wait for their replies", maxQueuedCommands)))
+		s.reply(c, errorFrame(cmd.ID, "limit_exceeded", fmt.Sprintf("more than %d commands are waiting for earlier subscribes; wait for their replies", maxQueuedCommands)))
 		return
 	}
 	s.queue = append(s.queue, cmd)

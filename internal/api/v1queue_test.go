@@ -205,7 +205,7 @@ func TestV1DecodeErrorWaitsForEarlierCommands(t *testing.T) {
 }
 
 // TestV1QueueLimit sends more subscribes than may wait for the engine:
-// those past the limit are refused at once with code "limit", every
+// those past the limit are refused at once with code "limit_exceeded", every
 // command gets exactly one reply, the accepted ones in order, and the
 // connection stays usable.
 func TestV1QueueLimit(t *testing.T) {
@@ -231,7 +231,7 @@ func TestV1QueueLimit(t *testing.T) {
 		switch {
 		case f.Type == "subscribed" && f.Topic == fmt.Sprintf("slow.%d", id):
 			subscribed = append(subscribed, id)
-		case f.Type == "error" && f.Code == "limit":
+		case f.Type == "error" && f.Code == "limit_exceeded":
 			refused = append(refused, id)
 		default:
 			t.Fatalf("reply %s, want subscribed to slow.%d or an error with code limit", f, id)

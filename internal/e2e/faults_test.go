@@ -132,18 +132,27 @@ func publishSteadily(t *testing.T, nodes []*relaytest.Instance, topic string, n 
 	return acked
 }
 
-func TestClusterLosesNothingWhenPubSubIsKilledOrPaused(t *testing.T) {
-	redis := relaytest.StartRedis(t)
+const steadyTopic = "steady"
+
+// steadyCluster starts two nodes on the engine at url, with history long
+// enough to repair any gap of the steady tests, and one relay.v1
+// subscriber of steadyTopic on each.
+func steadyCluster(t *testing.T, url string) ([]*relaytest.Instance, []*tail) {
 	cfg := server.Config{Memory: memorybroker.Config{History: []memorybroker.HistoryRule{{Size: 10_000, TTL: time.Minute, Bytes: 1 << 20}}}}
-	nodes := relaytest.Cluster(t, 2, redis.URL(), cfg)
-	const topic = "steady"
+	nodes := relaytest.Cluster(t, 2, url, cfg)
 	var tails []*tail
 	for i, n := range nodes {
 		c := dialV1(t, register(t, n, uint64(i)).URL)
-		c.subscribe(map[string]any{"topics": []string{topic}})
-		tails = append(tails, follow(c, topic))
+		c.subscribe(map[string]any{"topics": []string{steadyTopic}})
+		tails = append(tails, follow(c, steadyTopic))
 	}
-	acked := publishSteadily(t, nodes, topic, 1500, time.Millisecond, 0, func(i int) {
+	return nodes, tails
+}
+
+func TestClusterLosesNothingWhenPubSubIsKilledOrPaused(t *testing.T) {
+	redis := relaytest.StartRedis(t)
+	nodes, tails := steadyCluster(t, redis.URL())
+	acked := publishSteadily(t, nodes, steadyTopic, 1500, time.Millisecond, 0, func(i int) {
 		switch i {
 		case 200, 500, 800:
 			if err := redis.Do("CLIENT", "KILL", "TYPE", "pubsub"); err != nil {
@@ -256,18 +265,10 @@ func testComesBack(t *testing.T, engine engineServer) {
 // in order.
 func TestClusterLosesNothingWhenNATSRestarts(t *testing.T) {
 	nats := relaytest.StartNATS(t)
-	cfg := server.Config{Memory: memorybroker.Config{History: []memorybroker.HistoryRule{{Size: 10_000, TTL: time.Minute, Bytes: 1 << 20}}}}
-	nodes := relaytest.Cluster(t, 2, nats.URL(), cfg)
-	const topic = "steady"
-	var tails []*tail
-	for i, n := range nodes {
-		c := dialV1(t, register(t, n, uint64(i)).URL)
-		c.subscribe(map[string]any{"topics": []string{topic}})
-		tails = append(tails, follow(c, topic))
-	}
+	nodes, tails := steadyCluster(t, nats.URL())
 	// Down for about half a second (the restart and the nodes' reconnect):
 	// the publishes meanwhile fail with 503.
-	acked := publishSteadily(t, nodes, topic, 1500, time.Millisecond, 1000, func(i int) {
+	acked := publishSteadily(t, nodes, steadyTopic, 1500, time.Millisecond, 1000, func(i int) {
 		switch i {
 		case 400:
 			nats.Stop()
