@@ -32,10 +32,11 @@ type Broker struct {
 	inbox        chan *nats.Msg // the subscriptions deliver here; dispatch reads
 	lastAsyncErr atomic.Int64   // unix nanoseconds of the last async error logged
 	connected    chan struct{}  // cap 1: a (re)connect to handle
+	reconnects   atomic.Uint64  // connections to NATS replaced, for EngineStats
 
 	mu      sync.Mutex
 	running bool
-	synced  bool  // subscriptions resent and every topic checked since the last connect
+	synced  bool  // streams, buckets, subscriptions and heartbeat in place since the last connect
 	cause   error // why the connection is down, for Ready
 
 	interest interest
@@ -97,6 +98,13 @@ func (b *Broker) Registry() relay.Registry { return &b.registry }
 // Roster implements relay.Engine.
 func (b *Broker) Roster() relay.Roster { return &b.roster }
 
+// EngineStats implements relay.StatsReporter: the reconnects to NATS and
+// what the sequencer corrected.
+func (b *Broker) EngineStats() relay.EngineStats {
+	st := b.SequencerStats()
+	return relay.EngineStats{Reconnects: b.reconnects.Load(), Repeats: st.Repeats, Repaired: st.Repaired, Resets: st.Resets}
+}
+
 // SequencerStats returns what the sequencer corrected: repeats dropped,
 // gaps repaired from history, and gaps history could not fill.
 func (b *Broker) SequencerStats() sequencer.Stats {
@@ -137,7 +145,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		nats.PingInterval(5*time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.ConnectHandler(func(*nats.Conn) { b.signalConnected() }),
-		nats.ReconnectHandler(func(*nats.Conn) { b.signalConnected() }),
+		nats.ReconnectHandler(func(*nats.Conn) { b.reconnects.Add(1); b.signalConnected() }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { b.disconnected(err) }),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.ErrorHandler(b.asyncError),
@@ -161,7 +169,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	wg.Go(func() { b.interestLoop(inner) })
 	wg.Go(func() { b.maintain(inner) })
 	wg.Go(func() { b.roster.apply(inner) })
-	wg.Go(func() { b.housekeep(inner) })
+	wg.Go(func() { b.heartbeat(inner) })
+	wg.Go(func() { b.watchNodes(inner) })
+	wg.Go(func() { b.registry.keep(inner) })
 	<-ctx.Done()
 	cancel()
 	wg.Wait()
@@ -235,9 +245,11 @@ func (b *Broker) disconnected(err error) {
 	}
 }
 
-// Ready implements relay.Broker: nil while NATS is connected, the stream
-// and buckets are in place and every watched topic was checked since the
-// last (re)connect.
+// Ready implements relay.Broker: nil while NATS is connected and, since
+// the last (re)connect, the streams and buckets are in place, the
+// subscriptions were resent and this node's heartbeat written. Watched
+// topics are checked afterwards; one that cannot be read is the
+// sequencer's to repair, not a reason to stop serving.
 func (b *Broker) Ready() error {
 	if err := b.connErr(); err != nil {
 		return err
@@ -245,7 +257,7 @@ func (b *Broker) Ready() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.synced {
-		return fmt.Errorf("natsbroker: resubscribing and checking topics after connecting to NATS: %w", relay.ErrUnavailable)
+		return fmt.Errorf("natsbroker: setting up and resubscribing after connecting to NATS: %w", relay.ErrUnavailable)
 	}
 	return nil
 }
@@ -286,13 +298,14 @@ func unavailable(op string, err error) error {
 	return fmt.Errorf("natsbroker: %s: %w: %w", op, err, relay.ErrUnavailable)
 }
 
-// maintain sets up the stream and buckets and checks every topic after
-// each (re)connect, then checks every topic each CheckInterval.
+// maintain sets up the stream and buckets after each (re)connect, then
+// checks every watched topic at once and each CheckInterval.
 func (b *Broker) maintain(ctx context.Context) {
 	tick := time.NewTicker(b.cfg.CheckInterval)
 	defer tick.Stop()
 	need := false
 	var retry <-chan time.Time
+	var chk checker
 	for {
 		select {
 		case <-ctx.Done():
@@ -319,17 +332,17 @@ func (b *Broker) maintain(ctx context.Context) {
 			b.synced, b.cause = true, nil
 			b.mu.Unlock()
 			b.log.Info("connected to NATS", "url", b.cfg.URL, "topics", len(b.seq.Tracked()))
-			continue
 		}
 		if b.connErr() == nil {
-			b.checkAll(ctx)
+			chk.checkAll(ctx, b)
 		}
 	}
 }
 
 // resync runs after every (re)connect: it creates or updates the stream
 // and buckets (NATS may have lost them), makes sure the resent
-// subscriptions are in place, and checks every watched topic.
+// subscriptions are in place and writes the heartbeat. The topics are
+// checked afterwards (maintain), each on its own.
 func (b *Broker) resync(ctx context.Context) error {
 	c := b.conn.Load()
 	if err := b.connErr(); err != nil {
@@ -351,7 +364,14 @@ func (b *Broker) resync(ctx context.Context) error {
 	b.roster.reconnected()
 	b.pubs.forget()
 	b.interest.requeueAll(b)
-	return b.checkAll(ctx)
+	return nil
+}
+
+// keepFor is how long a stream keeps messages: the rule's TTL, or
+// StreamIdle when longer, so that a topic's newest message (its offset and
+// epoch) outlives its history.
+func (b *Broker) keepFor(r relay.HistoryRule) time.Duration {
+	return max(r.TTL, b.cfg.StreamIdle)
 }
 
 // setup creates or updates the stream and buckets.
@@ -363,10 +383,10 @@ func (b *Broker) setup(ctx context.Context, c *conn) (*infra, error) {
 			Description:       fmt.Sprintf("Relay history of the topics starting with %q: one subject per topic", h.rule.Prefix),
 			Subjects:          []string{h.subj + ".*"},
 			MaxMsgsPerSubject: int64(max(h.rule.Size, 1)), // the newest message holds the offset
-			MaxAge:            h.rule.TTL,
+			MaxAge:            b.keepFor(h.rule),          // History filters by the rule's TTL
 			MaxBytes:          b.cfg.HistoryBytes,
 			Discard:           jetstream.DiscardOld,
-			Duplicates:        min(b.cfg.IdempotencyWindow, h.rule.TTL),
+			Duplicates:        min(b.cfg.IdempotencyWindow, b.keepFor(h.rule)),
 			AllowDirect:       true,
 			Replicas:          b.cfg.Replicas,
 			RePublish: &jetstream.RePublish{

@@ -212,13 +212,15 @@ func TestHistoryRules(t *testing.T) {
 	}
 }
 
-// TestNewEpochAfterAgeOut: once a topic's messages aged out, readers are
+// TestNewEpochAfterAgeOut: once a topic's messages aged out (TTL and
+// StreamIdle), readers are
 // told offset 0 in a new epoch, which the next publish carries, and a
 // watching node follows it.
 func TestNewEpochAfterAgeOut(t *testing.T) {
 	ctx, prefix := testCtx(t), newPrefix(t, sharedNATS)
 	short := func(c *natsbroker.Config) {
 		c.History = []relay.HistoryRule{{Size: 10, TTL: time.Second}}
+		c.StreamIdle = time.Second
 	}
 	nodes := cluster(t, sharedNATS, prefix, 2, short)
 	a, b := nodes[0], nodes[1]

@@ -28,12 +28,16 @@ type Config struct {
 	// History is the history kept per topic, as in memorybroker: the
 	// longest matching prefix wins, relay.DefaultHistory without a rule
 	// for "". Each rule is one JetStream stream (MaxMsgsPerSubject = Size,
-	// MaxAge = TTL); Bytes is not enforced (HistoryBytes bounds each
-	// stream). A topic's offset counter and epoch live in its messages:
-	// once every message has aged out, the next publish starts a new
-	// epoch. Size 0 keeps only the newest message, for its offset, and
-	// History returns none.
+	// MaxAge = the longer of TTL and StreamIdle); Bytes is not enforced
+	// (HistoryBytes bounds each stream). A topic's offset counter and
+	// epoch live in its messages: History returns only those younger
+	// than TTL, but the newest is kept for StreamIdle, so the topic keeps
+	// its epoch until it had no publish for that long. Size 0 keeps only
+	// the newest message, for its offset, and History returns none.
 	History []relay.HistoryRule
+	// StreamIdle is how long a topic's newest message (its offset and
+	// epoch) outlives its last publish when its rule's TTL is shorter.
+	StreamIdle time.Duration // default 1h
 	// HistoryBytes bounds each history stream; past it the oldest
 	// messages of any topic are dropped.
 	HistoryBytes int64 // default 64 MiB
@@ -90,6 +94,7 @@ const (
 	DefaultFreshTTL          = 5 * time.Minute
 	DefaultFreshBytes        = 16 << 20
 	DefaultRegistryMaxAge    = 2 * time.Hour
+	DefaultStreamIdle        = time.Hour
 )
 
 func (c Config) withDefaults() (Config, error) {
@@ -124,6 +129,7 @@ func (c Config) withDefaults() (Config, error) {
 		{&c.IdempotencyWindow, DefaultIdempotencyWindow},
 		{&c.FreshTTL, DefaultFreshTTL},
 		{&c.RegistryMaxAge, DefaultRegistryMaxAge},
+		{&c.StreamIdle, DefaultStreamIdle},
 		{&c.Heartbeat, 2 * time.Second},
 		{&c.NodeTTL, 10 * time.Second},
 		{&c.CheckInterval, 2 * time.Second},

@@ -8,7 +8,8 @@
 // padding, "_" for the empty name.
 //
 //	P_history             stream of the default rule's topics: subjects P.h.T, one per topic,
-//	                      MaxMsgsPerSubject = rule Size, MaxAge = rule TTL, MaxBytes = HistoryBytes,
+//	                      MaxMsgsPerSubject = rule Size, MaxAge = max(rule TTL, StreamIdle),
+//	                      MaxBytes = HistoryBytes,
 //	                      RePublish P.h.* → P.t.T
 //	P_history_<id>        the same for the rule with a Prefix (id: 8 hex digits of its SHA-256):
 //	                      subjects P.h.<id>.T, RePublish → P.t.T
@@ -32,9 +33,12 @@
 // message, so History walks from the newest message back to since. An
 // idempotency key becomes a Nats-Msg-Id (hashed with the topic and
 // audience); JetStream answers a repeat with the first message's sequence.
-// A topic's offsets and epoch live in its messages: when all have aged out
-// its next publish starts a new epoch (the fresh entry it takes is never
-// reused). Reading a topic without messages stores only its fresh entry.
+// A topic's offsets and epoch live in its messages. History returns those
+// younger than the rule's TTL, but the stream keeps them for StreamIdle
+// (1h) when that is longer, so the newest message holds the topic's offset
+// and epoch until the topic had no publish for that long; then its next
+// publish starts a new epoch (the fresh entry it takes is never reused).
+// Reading a topic without messages stores only its fresh entry.
 //
 // Core subjects deliver at most once, and a node sees its own publishes
 // twice, so every node passes what it receives through a sequencer that
@@ -42,8 +46,9 @@
 // CheckInterval it reads each watched topic's newest position, so a lost
 // last message is repaired too. After a reconnect the client resends the
 // subscriptions, the engine recreates the streams and buckets (NATS may
-// have lost them), rewrites this node's presence and checks every topic
-// before Ready turns nil.
+// have lost them) and rewrites this node's heartbeat before Ready turns
+// nil; then it rewrites this node's presence and checks every topic, each
+// on its own (a topic that cannot be read is repaired later).
 //
 // Registry and Roster change bucket entries by compare-and-set on their
 // revision; a delete is a purge of the key's subject up to that revision
@@ -54,7 +59,9 @@
 // presence bucket for members of incarnations without a heartbeat,
 // announcing one leave per user whose count falls to zero (the write that
 // empties an entry announces it, so once), and releases the registrations
-// such nodes held (they expire after ReconnectGrace).
+// such nodes held (they expire after ReconnectGrace). A node that finds
+// its heartbeat gone starts a new incarnation: it writes its presence
+// again and claims back the registrations its sockets still hold.
 //
 // What is lost when NATS loses its data: the history (subscribers get a
 // reset or a new epoch), registrations (their clients get 404 and must
@@ -63,16 +70,18 @@
 // repaired from history after it reconnects, as far as history holds
 // them; joins and leaves announced meanwhile are not.
 //
-// Goroutines and locks: Run owns the connection and five goroutines —
+// Goroutines and locks: Run owns the connection and seven goroutines —
 // dispatch (the only reader of the subscriptions' channel), interestLoop
 // (subscribes and unsubscribes for Watch and Unwatch, which only count and
 // queue), maintain (setup after each connect, periodic checks), roster
-// apply (the only writer of this node's presence) and housekeep
-// (heartbeat, dead nodes, keeping held registrations alive) — and returns
-// after they and the connection are gone. interest.mu guards the watched
+// apply (the only writer of this node's presence), heartbeat (nothing
+// else, so slow work never delays it), watchNodes (dead nodes, sweeps) and
+// registry keep (claiming held registrations back, keeping them alive) —
+// and returns after they and the connection are gone. interest.mu guards the watched
 // topics; pubCache.mu the publish cache, and each pubTopic.mu serialises
 // this node's publishes to one topic through their round trip;
-// roster.mu the queue of changes; roster.hbMu the heartbeat's revision
+// roster.mu the counts of changes (taken before interest.mu, never
+// after); roster.hbMu the heartbeat's revision
 // (held through its write; it takes roster.mu briefly); registry.mu the
 // registrations held here; Broker.mu the readiness. None is held while
 // calling the node or the sequencer, except the sequencer's own locks,

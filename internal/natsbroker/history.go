@@ -98,7 +98,11 @@ func (b *Broker) History(ctx context.Context, topic string, since uint64, limit 
 	}
 	i := b.historyOf(topic)
 	size := b.hists[i].rule.Size
-	if size == 0 { // the newest message is kept for its offset only
+	// The stream keeps messages for the longer of the rule's TTL and
+	// StreamIdle (the newest holds the topic's offset and epoch); history
+	// is what is younger than the TTL.
+	cutoff := time.Now().Add(-b.hists[i].rule.TTL)
+	if size == 0 || last.at.Before(cutoff) { // the newest message is kept for its offset only
 		p.Complete = since == last.msg.Offset
 		return p, nil
 	}
@@ -118,6 +122,9 @@ func (b *Broker) History(ctx context.Context, topic string, since uint64, limit 
 		next, err := decodeStored(topic, raw)
 		if err != nil || next.msg.Epoch != cur.msg.Epoch || next.msg.Offset+1 != cur.msg.Offset {
 			break // not this stream's predecessor (the stream was recreated)
+		}
+		if next.at.Before(cutoff) {
+			break // older than the rule's TTL: no longer history
 		}
 		cur = next
 	}

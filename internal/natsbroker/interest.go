@@ -269,7 +269,7 @@ func (b *Broker) reconcile(ctx context.Context, batch []string) {
 		}
 		return
 	}
-	parallel(ctx, start, func(ctx context.Context, s starting) {
+	parallel(ctx, start, 5*time.Second, func(ctx context.Context, s starting) {
 		if !b.seq.Started(s.topic) {
 			pos, err := b.latest(ctx, inf, s.topic, true)
 			if err != nil {
@@ -284,47 +284,69 @@ func (b *Broker) reconcile(ctx context.Context, batch []string) {
 		}
 		in.mu.Unlock()
 	})
+	b.roster.signal() // joins held until their topic was ready may go
 }
 
-// checkAll reads the latest position of every watched topic and lets the
-// sequencer repair what this node missed: the last messages of a burst,
-// or what was published while the connection was down.
-func (b *Broker) checkAll(ctx context.Context) error {
+// syncing reports whether topic is watched here but its subscription is
+// not ready yet: a join written now might not reach this node's fan-out.
+func (in *interest) syncing(topic string) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	w := in.watches[topic]
+	return w != nil && w.count > 0 && !isClosed(w.ready)
+}
+
+// checker runs the periodic checks of the watched topics; maintain owns
+// it.
+type checker struct {
+	fresh time.Time // when the fresh epochs of watched topics without messages were last read
+}
+
+// checkPass bounds one pass over the watched topics; what it did not reach
+// is checked by the next.
+const checkPass = 30 * time.Second
+
+// checkAll reads the newest message of every watched topic (one round trip
+// each, parallelism at a time) and lets the sequencer repair what this
+// node missed: the last messages of a burst, or what was published while
+// the connection was down. A topic whose read fails is left to the next
+// pass. Topics without messages have nothing to repair: their fresh
+// epochs are read (and so kept alive while watched) every FreshTTL/4.
+func (c *checker) checkAll(ctx context.Context, b *Broker) {
 	_, inf, err := b.use()
 	if err != nil {
-		return err
+		return
 	}
-	var mu sync.Mutex
-	var firstErr error
-	parallel(ctx, b.seq.Tracked(), func(ctx context.Context, topic string) {
-		if !b.seq.Started(topic) {
-			return // the interest loop starts it
+	fresh := time.Since(c.fresh) > b.cfg.FreshTTL/4
+	if fresh {
+		c.fresh = time.Now()
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkPass)
+	defer cancel()
+	parallel(ctx, b.seq.Tracked(), b.cfg.Timeout, func(ctx context.Context, topic string) {
+		if !b.seq.Started(topic) || b.connErr() != nil {
+			return // the interest loop starts it; the next pass checks it
 		}
-		pos, err := b.latest(ctx, inf, topic, true)
-		if err != nil {
-			mu.Lock()
-			firstErr = cmpOr(firstErr, fmt.Errorf("checking %q: %w", topic, err))
-			mu.Unlock()
+		h, ok, err := b.head(ctx, inf, topic)
+		switch {
+		case err != nil:
 			return
+		case ok:
+			b.seq.Check(topic, h.pos)
+		case fresh:
+			if pos, err := b.latest(ctx, inf, topic, true); err == nil {
+				b.seq.Check(topic, pos)
+			}
 		}
-		b.seq.Check(topic, pos)
 	})
-	return firstErr
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // parallelism bounds the requests parallel keeps in flight.
 const parallelism = 16
 
 // parallel calls f for every item, parallelism at a time, each with a
-// bounded context, and returns when all returned.
-func parallel[T any](ctx context.Context, items []T, f func(context.Context, T)) {
+// context bounded by timeout, and returns when all returned.
+func parallel[T any](ctx context.Context, items []T, timeout time.Duration, f func(context.Context, T)) {
 	sem := make(chan struct{}, parallelism)
 	var wg sync.WaitGroup
 	for _, it := range items {
@@ -334,7 +356,7 @@ func parallel[T any](ctx context.Context, items []T, f func(context.Context, T))
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ictx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			f(ictx, it)
 		})

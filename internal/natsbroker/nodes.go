@@ -19,26 +19,40 @@ import (
 // that died while no other was running, or a scan cut short.
 const sweepEvery = time.Minute
 
-// housekeep beats this node's heartbeat, finds nodes whose heartbeat
-// stopped and removes their presence, and keeps this node's registrations
-// alive, until ctx is done.
-func (b *Broker) housekeep(ctx context.Context) {
+// sweepTimeout bounds one sweep; a sweep that fails is tried again after
+// a pause that doubles, from sweepRetry up to sweepEvery.
+const (
+	sweepTimeout = time.Minute
+	sweepRetry   = 5 * time.Second
+)
+
+// heartbeat writes this node's heartbeat every Heartbeat, on a goroutine
+// of its own: nothing slow may make the node miss its own NodeTTL.
+func (b *Broker) heartbeat(ctx context.Context) {
 	tick := time.NewTicker(b.cfg.Heartbeat)
 	defer tick.Stop()
-	refreshEvery := b.cfg.RegistryMaxAge / 4
-	refreshed := time.Now()
 	for {
 		if b.connErr() == nil && b.infra.Load() != nil {
-			hctx, cancel := context.WithTimeout(ctx, b.cfg.Heartbeat)
+			hctx, cancel := context.WithTimeout(ctx, max(b.cfg.Heartbeat, b.cfg.Timeout))
 			b.roster.beat(hctx)
 			cancel()
-			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			b.roster.detect(dctx)
-			cancel()
-			if time.Since(refreshed) > refreshEvery {
-				refreshed = time.Now()
-				b.registry.refresh(ctx)
-			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// watchNodes finds nodes whose heartbeat stopped and removes their
+// presence and their hold on registrations, until ctx is done.
+func (b *Broker) watchNodes(ctx context.Context) {
+	tick := time.NewTicker(b.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		if b.connErr() == nil && b.infra.Load() != nil {
+			b.roster.detect(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -87,6 +101,7 @@ func (r *roster) beat(ctx context.Context) error {
 	r.inc, r.reconcile = inc, true
 	r.mu.Unlock()
 	r.signal()
+	r.b.registry.reclaimSoon() // the others may have released what this node holds
 	return nil
 }
 
@@ -97,7 +112,9 @@ func (r *roster) detect(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	beats, err := r.heartbeats(ctx, inf.nodesKV)
+	lctx, cancel := context.WithTimeout(ctx, max(r.b.cfg.Heartbeat, r.b.cfg.Timeout))
+	beats, err := r.heartbeats(lctx, inf.nodesKV)
+	cancel()
 	if err != nil {
 		return
 	}
@@ -127,7 +144,9 @@ func (r *roster) detect(ctx context.Context) {
 		if now.Sub(s.at) < r.b.cfg.NodeTTL {
 			continue
 		}
-		removed, err := r.b.remove(ctx, r.b.n.nodes, key, e.rev)
+		rctx, cancel := context.WithTimeout(ctx, r.b.cfg.Timeout)
+		removed, err := r.b.remove(rctx, r.b.n.nodes, key, e.rev)
+		cancel()
 		if err != nil {
 			return
 		}
@@ -138,13 +157,28 @@ func (r *roster) detect(ctx context.Context) {
 			r.b.log.Info("a node stopped beating; removing its presence", "gone_node", node, "silent_for", now.Sub(s.at).Round(time.Second))
 		}
 	}
-	if gone || now.Sub(r.swept) > sweepEvery {
-		if err := r.sweep(ctx, inf, gone || !r.regSwept); err == nil {
-			r.regSwept = true
-			// Spread the nodes' sweeps over time.
-			r.swept = now.Add(time.Duration(rand.Int64N(int64(sweepEvery / 4))))
-		}
+	if gone {
+		r.sweepDue, r.sweepAt = true, time.Time{}
 	}
+	if !r.sweepDue && now.Sub(r.swept) <= sweepEvery || now.Before(r.sweepAt) {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, sweepTimeout)
+	err = r.sweep(sctx, inf, r.sweepDue || !r.regSwept)
+	cancel()
+	if err != nil {
+		// Try again later, not every heartbeat: a sweep that fails on a
+		// large bucket would fail again at once.
+		r.sweepBackoff = min(max(2*r.sweepBackoff, sweepRetry), sweepEvery)
+		r.sweepAt = time.Now().Add(r.sweepBackoff)
+		if ctx.Err() == nil {
+			r.b.log.Warn("scanning for the presence of nodes that are gone failed; retrying", "retry_in", r.sweepBackoff, "err", err)
+		}
+		return
+	}
+	r.regSwept, r.sweepDue, r.sweepBackoff = true, false, 0
+	// Spread the nodes' sweeps over time.
+	r.swept = now.Add(time.Duration(rand.Int64N(int64(sweepEvery / 4))))
 }
 
 // beatEntry is one node's heartbeat as listed.

@@ -71,8 +71,9 @@ func idemKey(m *relay.Message, key string) string {
 // stored is one message of the history stream.
 type stored struct {
 	msg  *relay.Message
-	seq  uint64 // its stream sequence
-	prev uint64 // the stream sequence of its topic's previous message; 0 for the first of an epoch
+	seq  uint64    // its stream sequence
+	prev uint64    // the stream sequence of its topic's previous message; 0 for the first of an epoch
+	at   time.Time // when the stream stored it
 }
 
 func (s stored) pos() relay.Position { return relay.Position{Offset: s.msg.Offset, Epoch: s.msg.Epoch} }
@@ -85,7 +86,7 @@ func decodeStored(topic string, raw *jetstream.RawStreamMsg) (stored, error) {
 	}
 	prev, _ := strconv.ParseUint(raw.Header.Get(jetstream.ExpectedLastSubjSeqHeader), 10, 64)
 	m := &relay.Message{Topic: topic, Data: raw.Data, Offset: off, Epoch: raw.Header.Get(hdrEpoch)}
-	return stored{msg: m, seq: raw.Sequence, prev: prev}, nil
+	return stored{msg: m, seq: raw.Sequence, prev: prev, at: raw.Time}, nil
 }
 
 // decodeLive reads a message from a topic's core subject: a stored message

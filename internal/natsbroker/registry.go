@@ -19,7 +19,8 @@ import (
 // entry reads as absent; the bucket's MaxAge removes it later, and this
 // node rewrites the entries it holds before that.
 type registry struct {
-	b *Broker
+	b    *Broker
+	wake chan struct{} // cap 1: claim the registrations held here again
 
 	mu   sync.Mutex
 	held map[relay.ClientID]string // ids attached on this node, to their socket
@@ -51,6 +52,7 @@ const casAttempts = 16
 
 func (r *registry) init(b *Broker) {
 	r.b = b
+	r.wake = make(chan struct{}, 1)
 	r.held = make(map[relay.ClientID]string)
 }
 
@@ -143,7 +145,7 @@ func (r *registry) Attach(ctx context.Context, id relay.ClientID, socket string)
 		prev := v
 		v.Node, v.Socket, v.Expires = me, socket, 0
 		val, _ := json.Marshal(v)
-		_, err = kv.Update(ctx, token(string(id)), val, rev)
+		claim, err := kv.Update(ctx, token(string(id)), val, rev)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue
 		}
@@ -156,7 +158,8 @@ func (r *registry) Attach(ctx context.Context, id relay.ClientID, socket string)
 		if node := memberNode(prev.Node); prev.Node != "" && node != r.b.cfg.NodeID {
 			r.send(node, kick{ID: id, Socket: prev.Socket, Reason: relay.CloseReplaced})
 		}
-		return relay.Registration{User: v.User, Topics: v.Topics}, nil
+		// The entry's revision grows with every write: it numbers claims.
+		return relay.Registration{User: v.User, Topics: v.Topics, Claim: claim}, nil
 	}
 	return relay.Registration{}, fmt.Errorf("natsbroker: registration %q keeps changing: %w", id, relay.ErrUnavailable)
 }
@@ -269,32 +272,150 @@ func (r *registry) kicked(data []byte) {
 	r.b.node.Kick(k.ID, k.Socket, k.Reason)
 }
 
-// refresh rewrites the entries this node holds, so that the bucket's
-// MaxAge never removes a registration with a live socket.
-func (r *registry) refresh(ctx context.Context) {
+// reclaimSoon has keep claim the registrations held here again: this node
+// starts a new incarnation, and the others may have released its
+// registrations as those of a dead node.
+func (r *registry) reclaimSoon() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// keep looks after the registrations held here until ctx is done: when
+// this node starts a new incarnation it claims them again at once, and
+// every RegistryMaxAge/4 it rewrites those not written for half that
+// long, so that the bucket's MaxAge never removes a registration with a
+// live socket. A pass that fails is tried again after a second.
+func (r *registry) keep(ctx context.Context) {
+	every := r.b.cfg.RegistryMaxAge / 4
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		case <-tick.C:
+		case <-retry:
+			retry = nil
+		}
+		if r.pass(ctx, every/2) != nil && ctx.Err() == nil {
+			retry = time.After(time.Second)
+		}
+	}
+}
+
+// pass checks every registration held here, parallelism at a time.
+func (r *registry) pass(ctx context.Context, fresh time.Duration) error {
 	kv, err := r.kv()
 	if err != nil {
-		return
+		return err
+	}
+	me := r.b.roster.member()
+	if me == "" {
+		return errors.New("no heartbeat yet")
+	}
+	type hold struct {
+		id     relay.ClientID
+		socket string
 	}
 	r.mu.Lock()
-	held := make(map[relay.ClientID]string, len(r.held))
+	held := make([]hold, 0, len(r.held))
 	for id, s := range r.held {
-		held[id] = s
+		held = append(held, hold{id, s})
 	}
 	r.mu.Unlock()
-	for id, socket := range held {
-		if ctx.Err() != nil {
-			return
+	var mu sync.Mutex
+	var firstErr error
+	parallel(ctx, held, r.b.cfg.Timeout, func(ctx context.Context, h hold) {
+		if err := r.check(ctx, kv, me, h.id, h.socket, fresh); err != nil {
+			mu.Lock()
+			firstErr = cmpOr(firstErr, err)
+			mu.Unlock()
 		}
-		e, err := kv.Get(ctx, token(string(id)))
+	})
+	return cmpOr(firstErr, ctx.Err())
+}
+
+// check makes sure registration id, held here by socket, says so: it is
+// claimed again when the others released it (they took this node for
+// dead) or an earlier incarnation of this node holds it, and rewritten
+// when it was not written for fresh. When another node holds it now, or
+// it is gone, the socket here is closed (replaced or unregistered): the
+// kick that should have said so was lost, or never sent, since the
+// registration had no holder when it changed.
+func (r *registry) check(ctx context.Context, kv jetstream.KeyValue, me string, id relay.ClientID, socket string, fresh time.Duration) error {
+	key := token(string(id))
+	for range casAttempts {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			r.lost(id, socket, relay.CloseUnregistered)
+			return nil
+		}
 		if err != nil {
-			continue
+			return err
 		}
 		var v regValue
-		if json.Unmarshal(e.Value(), &v) != nil || memberNode(v.Node) != r.b.cfg.NodeID || v.Socket != socket {
+		if json.Unmarshal(e.Value(), &v) != nil {
+			return nil // corrupt: leave it to MaxAge
+		}
+		switch {
+		case v.Node == me && v.Socket == socket:
+			if time.Since(e.Created()) < fresh {
+				return nil
+			}
+			_, err := kv.Update(ctx, key, e.Value(), e.Revision())
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				continue // it changed: look again
+			}
+			return err
+		case v.Node == me || v.Node != "" && memberNode(v.Node) == r.b.cfg.NodeID && v.Socket != socket:
+			return nil // another socket here attached meanwhile
+		case v.Node != "" && memberNode(v.Node) != r.b.cfg.NodeID:
+			r.lost(id, socket, relay.CloseReplaced) // attached on another node while released
+			return nil
+		case v.expired(time.Now()):
+			r.lost(id, socket, relay.CloseUnregistered)
+			return nil
+		}
+		// Released (Node ""), or held by an earlier incarnation of this
+		// node: claim it again.
+		v.Node, v.Socket, v.Expires = me, socket, 0
+		val, _ := json.Marshal(v)
+		_, err = kv.Update(ctx, key, val, e.Revision())
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue
 		}
-		kv.Update(ctx, token(string(id)), e.Value(), e.Revision()) // a conflict means it changed: nothing to keep alive
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		still := r.held[id] == socket
+		r.mu.Unlock()
+		if !still {
+			// The socket detached meanwhile (its Detach found the
+			// registration released, or did not find it claimed yet):
+			// release it again.
+			return r.Detach(ctx, id, socket, v.Topics, r.b.cfg.ReconnectGrace)
+		}
+		r.b.log.Debug("claimed a registration again after this node was taken for dead", "id", id)
+		return nil
+	}
+	return fmt.Errorf("natsbroker: registration %q keeps changing", id)
+}
+
+// lost forgets id's socket here, if still held by it, and closes it.
+func (r *registry) lost(id relay.ClientID, socket string, reason relay.CloseReason) {
+	r.mu.Lock()
+	own := r.held[id] == socket
+	if own {
+		delete(r.held, id)
+	}
+	r.mu.Unlock()
+	if own {
+		r.b.node.Kick(id, socket, reason)
 	}
 }
 
@@ -359,4 +480,11 @@ func (r *registry) release(ctx context.Context, kv jetstream.KeyValue, h heldEnt
 		return nil
 	}
 	return err
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
 }

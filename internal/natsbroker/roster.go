@@ -24,25 +24,26 @@ import (
 // that brings it back to 0 removes the entry and announces the leave, so
 // each happens once however many nodes race.
 //
-// Change only queues; apply, one goroutine, folds the queue into this
-// node's counts (mine) and writes the entries whose count changed. It
-// writes a count, not a delta, so a write that failed after all can be
-// repeated.
+// Change only counts, in memory, and marks the count dirty; apply, one
+// goroutine, writes the dirty counts in batches. It writes a count, not a
+// delta, so a write that failed after all can be repeated. A count that
+// rises waits until this node's subscription to its topic is ready, so
+// that the join it may announce reaches this node's fan-out too; Present
+// waits (for at most Timeout) until the topic's counts are written, so
+// that it counts every Change made before it.
 type roster struct {
 	b    *Broker
 	wake chan struct{} // cap 1
 
-	mu        sync.Mutex
-	pending   []change
-	inc       string // this node's incarnation: "" until its heartbeat exists
-	reconcile bool   // rewrite every entry: after a reconnect or a new incarnation
+	mu          sync.Mutex
+	counts      map[pkey]int      // this node's connections per topic and user
+	dirty       map[pkey]struct{} // counts not written yet
+	dirtyTopics map[string]int    // the number of dirty counts per topic
+	inflight    map[string]int    // the number of counts per topic being written
+	inc         string            // this node's incarnation: "" until its heartbeat exists
+	reconcile   bool              // rewrite every count: after a reconnect or a new incarnation
 
-	// Owned by apply (and by goodbye once apply returned).
-	mine  map[pkey]int
-	dirty []pkey
-	isDty map[pkey]bool
-
-	// Guarded by hbMu, held through a heartbeat write (by housekeep and
+	// Guarded by hbMu, held through a heartbeat write (by heartbeat and
 	// by resync); never held with mu... except to read inc, briefly.
 	hbMu    sync.Mutex
 	hbRev   uint64 // revision of this node's heartbeat; 0: to create
@@ -53,10 +54,13 @@ type roster struct {
 	// to beat again before they count as dead.
 	rewatch atomic.Bool
 
-	// Owned by housekeep.
-	seen     map[string]nodeSeen // other nodes' heartbeats, by key
-	swept    time.Time           // the last scan for members of dead nodes
-	regSwept bool                // registrations were scanned since Run began
+	// Owned by watchNodes.
+	seen         map[string]nodeSeen // other nodes' heartbeats, by key
+	swept        time.Time           // the last scan for members of dead nodes
+	regSwept     bool                // registrations were scanned since Run began
+	sweepDue     bool                // a node went: scan presence and registrations
+	sweepAt      time.Time           // not before: a failed scan waits
+	sweepBackoff time.Duration       // the wait after the last failed scan
 }
 
 // member returns this node's member name, or "" before its first
@@ -68,11 +72,6 @@ func (r *roster) member() string {
 		return ""
 	}
 	return memberName(r.b.cfg.NodeID, r.inc)
-}
-
-type change struct {
-	key   pkey
-	delta int
 }
 
 type pkey struct {
@@ -96,8 +95,10 @@ type heartbeat struct {
 func (r *roster) init(b *Broker) {
 	r.b = b
 	r.wake = make(chan struct{}, 1)
-	r.mine = make(map[pkey]int)
-	r.isDty = make(map[pkey]bool)
+	r.counts = make(map[pkey]int)
+	r.dirty = make(map[pkey]struct{})
+	r.dirtyTopics = make(map[string]int)
+	r.inflight = make(map[string]int)
 	r.seen = make(map[string]nodeSeen)
 }
 
@@ -110,8 +111,10 @@ func (r *roster) signal() {
 
 // Change implements relay.Roster. It never blocks.
 func (r *roster) Change(topic string, user relay.UserID, delta int) {
+	k := pkey{topic, user}
 	r.mu.Lock()
-	r.pending = append(r.pending, change{pkey{topic, user}, delta})
+	r.counts[k] += delta
+	r.markDirtyLocked(k)
 	r.mu.Unlock()
 	r.signal()
 }
@@ -125,11 +128,49 @@ func (r *roster) reconnected() {
 	r.signal()
 }
 
-func (r *roster) markDirty(k pkey) {
-	if !r.isDty[k] {
-		r.isDty[k] = true
-		r.dirty = append(r.dirty, k)
+func (r *roster) markDirtyLocked(k pkey) {
+	if _, ok := r.dirty[k]; !ok {
+		r.dirty[k] = struct{}{}
+		r.dirtyTopics[k.topic]++
 	}
+}
+
+func (r *roster) cleanLocked(k pkey) {
+	if _, ok := r.dirty[k]; ok {
+		delete(r.dirty, k)
+		if r.dirtyTopics[k.topic]--; r.dirtyTopics[k.topic] <= 0 {
+			delete(r.dirtyTopics, k.topic)
+		}
+	}
+}
+
+// writeBatch bounds the counts apply writes at once.
+const writeBatch = 256
+
+// take returns up to writeBatch dirty counts that can be written now, with
+// their values, and marks them in flight. A count that rises on a topic
+// whose subscription is not ready yet stays dirty: the interest loop wakes
+// apply once it is. A count back at 0 is written and forgotten.
+func (r *roster) take() map[pkey]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	batch := make(map[pkey]int)
+	for k := range r.dirty {
+		if len(batch) == writeBatch {
+			break
+		}
+		n := r.counts[k]
+		if n > 0 && r.b.interest.syncing(k.topic) { // roster.mu → interest.mu, never the reverse
+			continue
+		}
+		batch[k] = max(n, 0)
+		r.cleanLocked(k)
+		if n <= 0 {
+			delete(r.counts, k)
+		}
+		r.inflight[k.topic]++
+	}
+	return batch
 }
 
 // apply writes this node's counts until ctx is done.
@@ -144,40 +185,79 @@ func (r *roster) apply(ctx context.Context) {
 			retry = nil
 		}
 		r.mu.Lock()
-		pending, inc, all := r.pending, r.inc, r.reconcile
-		r.pending, r.reconcile = nil, false
-		r.mu.Unlock()
-		for _, c := range pending {
-			r.mine[c.key] = max(r.mine[c.key]+c.delta, 0)
-			r.markDirty(c.key)
-		}
-		if all {
-			for k := range r.mine {
-				r.markDirty(k)
+		inc := r.inc
+		if r.reconcile && inc != "" {
+			r.reconcile = false
+			for k := range r.counts {
+				r.markDirtyLocked(k)
 			}
 		}
+		r.mu.Unlock()
 		if inc == "" {
 			retry = time.After(100 * time.Millisecond)
 			continue
 		}
-		for len(r.dirty) > 0 && ctx.Err() == nil {
-			k := r.dirty[0]
-			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := r.write(wctx, k, inc)
-			cancel()
-			if err != nil {
+		for ctx.Err() == nil {
+			batch := r.take()
+			if len(batch) == 0 {
+				break
+			}
+			failed := r.writeAll(ctx, batch, inc)
+			r.mu.Lock()
+			for k := range batch {
+				if r.inflight[k.topic]--; r.inflight[k.topic] <= 0 {
+					delete(r.inflight, k.topic)
+				}
+			}
+			for _, k := range failed {
+				r.markDirtyLocked(k)
+			}
+			r.mu.Unlock()
+			if len(failed) > 0 {
 				if ctx.Err() == nil && r.b.connErr() == nil {
-					r.b.log.Warn("writing presence failed; retrying", "topic", k.topic, "err", err)
+					r.b.log.Warn("writing presence failed; retrying", "failed", len(failed), "topic", failed[0].topic)
 				}
 				retry = time.After(500 * time.Millisecond)
 				break
 			}
-			r.dirty = r.dirty[1:]
-			delete(r.isDty, k)
 		}
-		if len(r.dirty) == 0 {
-			r.dirty = nil
+	}
+}
+
+// writeAll writes batch, parallelism at a time, and returns the keys whose
+// write failed.
+func (r *roster) writeAll(ctx context.Context, batch map[pkey]int, inc string) []pkey {
+	keys := make([]pkey, 0, len(batch))
+	for k := range batch {
+		keys = append(keys, k)
+	}
+	var mu sync.Mutex
+	var failed []pkey
+	parallel(ctx, keys, max(r.b.cfg.Timeout, 2*time.Second), func(ctx context.Context, k pkey) {
+		if err := r.write(ctx, k, batch[k], inc); err != nil {
+			mu.Lock()
+			failed = append(failed, k)
+			mu.Unlock()
 		}
+	})
+	if ctx.Err() != nil { // parallel stopped early: what it skipped is not written
+		return keys
+	}
+	return failed
+}
+
+// settle waits until none of this node's counts on topic is dirty or being
+// written, or Timeout passes.
+func (r *roster) settle(ctx context.Context, topic string) {
+	deadline := time.Now().Add(r.b.cfg.Timeout)
+	for {
+		r.mu.Lock()
+		busy := r.dirtyTopics[topic] > 0 || r.inflight[topic] > 0
+		r.mu.Unlock()
+		if !busy || ctx.Err() != nil || !time.Now().Before(deadline) {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -200,13 +280,12 @@ func total(members map[string]int) int {
 	return n
 }
 
-// write sets this node's count for k to mine[k] (dropping the counts of
-// its earlier incarnations), announcing a join or a leave when the user's
+// write sets this node's count for k to want (dropping the counts of its
+// earlier incarnations), announcing a join or a leave when the user's
 // total crosses 0.
-func (r *roster) write(ctx context.Context, k pkey, inc string) error {
-	want := r.mine[k]
+func (r *roster) write(ctx context.Context, k pkey, want int, inc string) error {
 	me := memberName(r.b.cfg.NodeID, inc)
-	err := r.update(ctx, k, func(members map[string]int) bool {
+	return r.update(ctx, k, func(members map[string]int) bool {
 		changed := false
 		for name := range members {
 			if name != me && memberNode(name) == r.b.cfg.NodeID {
@@ -223,10 +302,6 @@ func (r *roster) write(ctx context.Context, k pkey, inc string) error {
 		}
 		return changed
 	})
-	if err == nil && want == 0 {
-		delete(r.mine, k)
-	}
-	return err
 }
 
 // update applies edit to k's entry by compare-and-set, retrying on
@@ -313,12 +388,15 @@ func (r *roster) announce(k pkey, kind relay.Kind) {
 }
 
 // Present implements relay.Roster: the users with connections on topic on
-// any node, including nodes that died within the node timeout.
+// any node, including nodes that died within the node timeout. It first
+// lets this node's changes to topic reach NATS (for at most Timeout), so
+// that a socket that just subscribed finds itself counted.
 func (r *roster) Present(ctx context.Context, topic string) ([]relay.Present, error) {
 	_, inf, err := r.b.use()
 	if err != nil {
 		return nil, err
 	}
+	r.settle(ctx, topic)
 	var out []relay.Present
 	err = r.entries(ctx, inf.presence, token(topic)+".*", func(key string, members map[string]int) {
 		_, u, _ := cutLast(key)
@@ -374,22 +452,24 @@ func (r *roster) entries(ctx context.Context, kv jetstream.KeyValue, pattern str
 // heartbeat. It runs on shutdown, after apply returned.
 func (r *roster) leaveAll(ctx context.Context) error {
 	r.mu.Lock()
-	pending, inc := r.pending, r.inc
-	r.pending = nil
+	inc := r.inc
+	keys := make([]pkey, 0, len(r.counts))
+	for k := range r.counts {
+		keys = append(keys, k)
+	}
 	r.mu.Unlock()
 	if inc == "" {
 		return nil
 	}
-	for _, c := range pending {
-		r.mine[c.key] = max(r.mine[c.key]+c.delta, 0)
-	}
+	var mu sync.Mutex
 	var firstErr error
-	for k := range r.mine {
-		r.mine[k] = 0
-		if err := r.write(ctx, k, inc); err != nil && firstErr == nil {
-			firstErr = err
+	parallel(ctx, keys, r.b.cfg.Timeout, func(ctx context.Context, k pkey) {
+		if err := r.write(ctx, k, 0, inc); err != nil {
+			mu.Lock()
+			firstErr = cmpOr(firstErr, err)
+			mu.Unlock()
 		}
-	}
+	})
 	r.hbMu.Lock()
 	defer r.hbMu.Unlock()
 	if r.hbRev != 0 {

@@ -150,6 +150,10 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 		return nil, fmt.Errorf("broker URL %s: %v", Redact(cfg.URL), err)
 	}
 	opt.DisableCache = true // no client-side caching: every read goes to Redis
+	// One command connection, auto-pipelined: Redis runs one command at a
+	// time anyway, and after an outage the readiness PING proves the
+	// connection every later command uses.
+	opt.PipelineMultiplex = -1
 	opt.ConnWriteTimeout = cfg.Timeout
 	opt.Dialer.Timeout = cfg.Timeout
 	opt.ClientName = "relay-" + cfg.NodeID
