@@ -130,9 +130,9 @@ func TestRestartUnderSameIDForgetsTheEarlierProcess(t *testing.T) {
 	defer c.Close()
 	ctx := context.Background()
 	for _, cmd := range []rueidis.Completed{
-		c.B().Hset().Key(prefix + ":pn:same").FieldValue().FieldValue("room\n5", "1").Build(),
-		c.B().Hset().Key(prefix + ":p:room").FieldValue().FieldValue("5", "1").Build(),
-		c.B().Zadd().Key(prefix + ":nodes").ScoreMember().ScoreMember(float64(time.Now().UnixMilli()), "same").Build(),
+		c.B().Hset().Key(prefix+":pn:same").FieldValue().FieldValue("room\n5", "1").Build(),
+		c.B().Hset().Key(prefix+":p:room").FieldValue().FieldValue("5", "1").Build(),
+		c.B().Zadd().Key(prefix+":nodes").ScoreMember().ScoreMember(float64(time.Now().UnixMilli()), "same").Build(),
 	} {
 		if err := c.Do(ctx, cmd).Error(); err != nil {
 			t.Fatal(err)
