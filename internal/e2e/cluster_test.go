@@ -366,3 +366,31 @@ func awaitReply(c *v1conn, typ string) bool {
 		}
 	}
 }
+
+// History and idempotency keys are the cluster's: a retry on another node
+// is recognised, and every node serves the same history.
+func TestClusterHistoryAndIdempotencyAcrossNodes(t *testing.T) { onEngines(t, testHistoryAcross) }
+
+func testHistoryAcross(t *testing.T, url string) {
+	nodes := relaytest.Cluster(t, 3, url, server.Config{})
+	body := `{"topic":"ledger","message":"entry 1","idempotency_key":"op-1"}`
+	var answers []string
+	for _, n := range nodes[:2] {
+		code, _, b := request(t, http.MethodPost, n.URL+"/publish", body)
+		if code != http.StatusOK {
+			t.Fatalf("publish on %s = %d %s", n.Addr, code, b)
+		}
+		answers = append(answers, b)
+	}
+	if !strings.Contains(answers[0], `"offset":1`) || strings.Contains(answers[0], "duplicate") ||
+		!strings.Contains(answers[1], `"offset":1`) || !strings.Contains(answers[1], `"duplicate":true`) {
+		t.Fatalf("answers = %v, want offset 1, then the same offset as a duplicate", answers)
+	}
+	publish(t, nodes[1], client.Publish{Topic: "ledger", Message: "entry 2"})
+	for _, n := range nodes {
+		code, _, b := request(t, http.MethodGet, n.URL+"/history/ledger?since=0", "")
+		if code != http.StatusOK || !strings.Contains(b, `"offset":2`) || !strings.Contains(b, `"messages":[{"offset":1,"message":"entry 1"},{"offset":2,"message":"entry 2"}]`) {
+			t.Fatalf("GET /history on %s = %d %s", n.Addr, code, b)
+		}
+	}
+}
