@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -189,26 +190,35 @@ type beatEntry struct {
 
 // heartbeats lists the nodes bucket, by key.
 func (r *roster) heartbeats(ctx context.Context, kv jetstream.KeyValue) (map[string]beatEntry, error) {
+	out := make(map[string]beatEntry)
+	err := scan(ctx, kv, "heartbeat", func(e jetstream.KeyValueEntry) {
+		var hb heartbeat
+		json.Unmarshal(e.Value(), &hb)
+		out[e.Key()] = beatEntry{inc: hb.Inc, rev: e.Revision()}
+	})
+	return out, err
+}
+
+// scan calls f with every entry kv holds now (what names the bucket in
+// errors).
+func scan(ctx context.Context, kv jetstream.KeyValue, what string, f func(jetstream.KeyValueEntry)) error {
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer w.Stop()
-	out := make(map[string]beatEntry)
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, errors.New("the heartbeat watch ended early")
+				return fmt.Errorf("the %s watch ended early", what)
 			}
 			if e == nil {
-				return out, nil
+				return nil
 			}
-			var hb heartbeat
-			json.Unmarshal(e.Value(), &hb)
-			out[e.Key()] = beatEntry{inc: hb.Inc, rev: e.Revision()}
+			f(e)
 		}
 	}
 }

@@ -428,29 +428,14 @@ type heldEntry struct {
 
 // heldEntries lists the registrations attached to a socket on any node.
 func (r *registry) heldEntries(ctx context.Context, kv jetstream.KeyValue) ([]heldEntry, error) {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, err
-	}
-	defer w.Stop()
 	var out []heldEntry
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("the registry watch ended early")
-			}
-			if e == nil {
-				return out, nil
-			}
-			var v regValue
-			if json.Unmarshal(e.Value(), &v) == nil && v.Node != "" {
-				out = append(out, heldEntry{key: e.Key(), holder: v.Node, rev: e.Revision()})
-			}
+	err := scan(ctx, kv, "registry", func(e jetstream.KeyValueEntry) {
+		var v regValue
+		if json.Unmarshal(e.Value(), &v) == nil && v.Node != "" {
+			out = append(out, heldEntry{key: e.Key(), holder: v.Node, rev: e.Revision()})
 		}
-	}
+	})
+	return out, err
 }
 
 // release detaches a registration held by a node that is gone: it expires
