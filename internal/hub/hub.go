@@ -111,6 +111,8 @@ type Hub struct {
 	expiry  expiryHeap
 	kicked  map[string]relay.CloseReason // Registry sockets kicked before they attached
 
+	releases sync.WaitGroup // registrations being handed back to the Registry
+
 	topics [shardCount]shard
 
 	stats Stats
@@ -328,7 +330,7 @@ func (h *Hub) Claim(ctx context.Context, id relay.ClientID) (*Ticket, error) {
 // lives for the reconnect grace.
 func (h *Hub) Abandon(t *Ticket) {
 	if h.cfg.Registry != nil {
-		go h.release(&Client{ID: t.id, socket: t.socket}, t.reg.Topics)
+		h.releases.Go(func() { h.release(&Client{ID: t.id, socket: t.socket}, t.reg.Topics) })
 	}
 }
 
@@ -538,7 +540,7 @@ func (h *Hub) Detach(c *Client, sub relay.Subscriber) {
 		}
 		h.regMu.Unlock()
 		if own {
-			go h.release(c, topics)
+			h.releases.Go(func() { h.release(c, topics) })
 		}
 		return
 	}
@@ -905,6 +907,11 @@ func (h *Hub) Fanout(m *relay.Message) int {
 	h.stats.Deliveries.Add(uint64(n))
 	return n
 }
+
+// Settle waits until the registrations of closed sockets have been handed
+// back to the Registry (each within 5 s): the server calls it after the
+// sockets closed at shutdown, before it stops the engine.
+func (h *Hub) Settle() { h.releases.Wait() }
 
 // Run removes expired registrations until ctx is done.
 func (h *Hub) Run(ctx context.Context) error {

@@ -121,6 +121,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	if b.node == nil {
 		return errors.New("natsbroker: Run before Bind")
 	}
+	defer b.seq.Close() // no repair outlives the engine
 	b.mu.Lock()
 	if b.running {
 		b.mu.Unlock()

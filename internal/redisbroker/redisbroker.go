@@ -228,6 +228,7 @@ func (b *Broker) setUp() {
 // and the heartbeat. It returns after they stopped and the client closed.
 func (b *Broker) Run(ctx context.Context) error {
 	defer b.client.Close()
+	defer b.seq.Close() // no repair outlives the engine
 	// A process that died under this node id (restarted by systemd within
 	// the node TTL, or the only node) left its presence and its hold on
 	// registrations: remove them before serving, as the others would.

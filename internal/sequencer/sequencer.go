@@ -158,6 +158,18 @@ func (s *Sequencer) Forget(topic string) {
 	}
 }
 
+// Close forgets every topic: the engine stopped. Scheduled repairs then
+// do nothing.
+func (s *Sequencer) Close() {
+	s.mu.Lock()
+	topics := s.topics
+	s.topics = make(map[string]*track)
+	s.mu.Unlock()
+	for _, t := range topics {
+		t.gone.Store(true)
+	}
+}
+
 // Tracked returns the topics being ordered.
 func (s *Sequencer) Tracked() []string {
 	s.mu.Lock()
@@ -319,6 +331,9 @@ func (s *Sequencer) repairLocked(t *track, delay time.Duration) {
 
 // repair reads what t is missing from history and fans it out.
 func (s *Sequencer) repair(t *track) {
+	if t.gone.Load() {
+		return
+	}
 	t.mu.Lock()
 	t.timer = nil // running: no longer to be called off
 	since, epoch := t.last, t.epoch

@@ -189,6 +189,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	})
 	g.Go(func() error {
 		err := s.WS.Run(ctx, s.cfg.ShutdownTimeout)
+		s.Hub.Settle() // the closed sockets' registrations reach the engine
 		stopEngine()
 		return err
 	})
