@@ -220,7 +220,7 @@ func (b *Broker) setDown(why string) {
 
 func (b *Broker) setUp() {
 	if prev := b.down.Swap(nil); prev != nil {
-		b.log.Info("Redis reachable; node ready", "node", b.cfg.NodeID)
+		b.log.Info("Redis reachable; node ready")
 	}
 }
 
