@@ -191,7 +191,7 @@ type beatEntry struct {
 // heartbeats lists the nodes bucket, by key.
 func (r *roster) heartbeats(ctx context.Context, kv jetstream.KeyValue) (map[string]beatEntry, error) {
 	out := make(map[string]beatEntry)
-	err := scan(ctx, kv, "heartbeat", func(e jetstream.KeyValueEntry) {
+	err := scan(ctx, kv, ">", "heartbeat", func(e jetstream.KeyValueEntry) {
 		var hb heartbeat
 		json.Unmarshal(e.Value(), &hb)
 		out[e.Key()] = beatEntry{inc: hb.Inc, rev: e.Revision()}
@@ -199,10 +199,10 @@ func (r *roster) heartbeats(ctx context.Context, kv jetstream.KeyValue) (map[str
 	return out, err
 }
 
-// scan calls f with every entry kv holds now (what names the bucket in
-// errors).
-func scan(ctx context.Context, kv jetstream.KeyValue, what string, f func(jetstream.KeyValueEntry)) error {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+// scan calls f with every entry kv holds now whose key matches pattern
+// (">" for all; what names the bucket in errors).
+func scan(ctx context.Context, kv jetstream.KeyValue, pattern, what string, f func(jetstream.KeyValueEntry)) error {
+	w, err := kv.Watch(ctx, pattern, jetstream.IgnoreDeletes())
 	if err != nil {
 		return err
 	}

@@ -424,28 +424,12 @@ func cmpUint(a, b uint64) int {
 
 // entries calls f for every presence entry whose key matches pattern.
 func (r *roster) entries(ctx context.Context, kv jetstream.KeyValue, pattern string, f func(key string, members map[string]int)) error {
-	w, err := kv.Watch(ctx, pattern, jetstream.IgnoreDeletes())
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("the presence watch ended early")
-			}
-			if e == nil {
-				return nil // every current entry was delivered
-			}
-			members := make(map[string]int)
-			if json.Unmarshal(e.Value(), &members) == nil {
-				f(e.Key(), members)
-			}
+	return scan(ctx, kv, pattern, "presence", func(e jetstream.KeyValueEntry) {
+		members := make(map[string]int)
+		if json.Unmarshal(e.Value(), &members) == nil {
+			f(e.Key(), members)
 		}
-	}
+	})
 }
 
 // leaveAll removes this node's counts, announcing the leaves, and its
