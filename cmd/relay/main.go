@@ -1,12 +1,16 @@
 // Command relay is the Relay server: app backends publish over HTTP,
 // browsers and phones receive over WebSocket.
 //
-//	relay [serve] [flags]   serve (the default)
-//	relay token -sub USER   mint a connect token for development
-//	relay version           print the version
+//	relay [serve] [flags]        serve (the default)
+//	relay publish TOPIC [MSG]    and subscribe, history, presence, bench:
+//	                             a terminal client for a running server
+//	relay genconfig|checkconfig  write or check a config file
+//	relay token|checktoken       mint or check a connect token
+//	relay version                print the version
 //
-// Configuration comes from RELAY_* environment variables and flags (flags
-// win); `relay serve -h` lists every setting with its default.
+// `relay -h` lists the commands (cli.go holds the table). Configuration
+// comes from flags, RELAY_* environment variables and a config file, in
+// that order of precedence; `relay serve -h` lists every setting.
 package main
 
 import (
@@ -17,7 +21,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -30,31 +33,21 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cmd := "serve"
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		usage(stdout) // "relay -h" lists the commands; "relay serve -h" the settings
+		return exitOK
+	}
+	name := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+		name, args = args[0], args[1:]
 	}
-	switch cmd {
-	case "serve":
-		return serve(args, getenv, stdout, stderr)
-	case "token":
-		return token(args, getenv, stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "relay", version())
-		return 0
-	case "help":
-		fmt.Fprintln(stdout, "Usage: relay [serve|token|version] [flags]; relay serve -h lists the settings, relay token -h how to mint a connect token.")
-		return 0
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(args, getenv, stdout, stderr)
+		}
 	}
-	fmt.Fprintf(stderr, "relay: unknown command %q; use serve, token or version\n", cmd)
-	return 2
-}
-
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
+	fmt.Fprintf(stderr, "relay: unknown command %q\nRun 'relay -h' to list the commands.\n", name)
+	return exitUsage
 }
 
 func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
