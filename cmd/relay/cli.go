@@ -33,10 +33,10 @@ func commands() []command {
 		// {"history", "TOPIC", "print the messages a topic still holds", historyCmd},
 		// {"presence", "TOPIC", "print who is present on a topic", presenceCmd},
 		// {"bench", "[flags]", "load-test a deployment: connections, fan-out, many topics", benchCmd},
-		// {"genconfig", "[FILE]", "write a commented config file with a fresh API key and token secret", genconfig},
-		// {"checkconfig", "FILE", "check a config file (and the environment) without serving", checkconfig},
+		{"genconfig", "[FILE]", "write a commented config file with a fresh API key and token secret", genconfig},
+		{"checkconfig", "FILE", "check a config file (and the environment) without serving", checkconfig},
 		{"token", "-sub USER", "mint a connect token for development", token},
-		// {"checktoken", "TOKEN", "say whether and why the server would accept a connect token", checktoken},
+		{"checktoken", "TOKEN", "say whether and why the server would accept a connect token", checktoken},
 		{"version", "", "print the version and the VCS revision it was built from", versionCmd},
 	}
 }
@@ -57,7 +57,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (int,
 	usage := fs.Usage
 	fs.Usage = func() {}
 	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
+	err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		fs.SetOutput(stdout)
 		if usage != nil {
@@ -72,6 +72,28 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (int,
 		return exitUsage, false
 	}
 	return 0, true
+}
+
+// parseInterspersed parses flags wherever they stand among the arguments
+// (`relay publish news hi -user 7` as well as `relay publish -user 7 news
+// hi`); everything after "--" is an argument. fs.Args() then holds the
+// arguments in order.
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" || len(rest) == 0 {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
 // remote is the server a client subcommand talks to.

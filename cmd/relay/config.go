@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -74,6 +75,14 @@ type serveConfig struct {
 	Broker           string
 	NodeID           string
 	PrintConfig      bool
+
+	ConfigFile string
+	// sources says where each setting's value came from, by flag name:
+	// "default", "FILE:LINE", the variable's name, or "-flag".
+	sources map[string]string
+	// Warnings are mistakes that do not stop the server (a RELAY_*
+	// variable that is no setting).
+	Warnings []string
 }
 
 // option is one setting: a flag, the environment variable behind its
@@ -134,41 +143,140 @@ func options(c *serveConfig) []option {
 	}
 }
 
-// parseServe reads the environment, then the flags (which win), and
-// validates the result. Every error names the flag and its variable.
+// parseServe reads the settings of `relay serve`; out gets the usage on
+// -h.
 func parseServe(args []string, getenv func(string) string, out io.Writer) (*serveConfig, error) {
-	c := &serveConfig{}
-	fs := flag.NewFlagSet("relay serve", flag.ContinueOnError)
-	fs.SetOutput(out)
+	c, _, err := parseSettings("relay serve", args, getenv, out, 0)
+	return c, err
+}
+
+// environ lists the process's environment, for the warning about RELAY_*
+// variables that are no setting (tests replace it).
+var environ = os.Environ
+
+// usageError is a mistake on the command line itself (an unknown flag, a
+// flag's bad value): reported on one line with a pointer to -h.
+type usageError struct{ error }
+
+// parseSettings reads the defaults, the config file (-config /
+// RELAY_CONFIG), the environment and the flags, each overriding the one
+// before, validates the result and notes where each value came from. It
+// allows up to maxArgs positional arguments and returns them.
+func parseSettings(name string, args []string, getenv func(string) string, out io.Writer, maxArgs int) (*serveConfig, []string, error) {
+	c := &serveConfig{sources: map[string]string{}}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	var errs []error
 	opts := options(c)
+	byFlag := map[string]option{}
 	for _, o := range opts {
 		if err := o.value.Set(o.def); err != nil {
 			panic("bad default for " + o.flag + ": " + err.Error())
 		}
+		byFlag[o.flag] = o
+		c.sources[o.flag] = "default"
+		fs.Var(o.value, o.flag, o.usage+" (env "+o.env+")")
+	}
+	c.ConfigFile = getenv("RELAY_CONFIG")
+	if f, ok := configFlag(args); ok {
+		c.ConfigFile = f
+	}
+	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "YAML file of settings, keys named like these flags without the dash (env RELAY_CONFIG); flags and RELAY_* variables override it")
+	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the configuration in force, and where each value came from, and exit")
+	if c.ConfigFile != "" {
+		settings, err := readConfigFile(c.ConfigFile)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		names := make([]string, 0, len(opts))
+		for _, o := range opts {
+			names = append(names, o.flag)
+		}
+		for _, s := range settings {
+			o, ok := byFlag[s.key]
+			if !ok {
+				msg := fmt.Sprintf("%s:%d: unknown setting %q", c.ConfigFile, s.line, s.key)
+				if near := closest(s.key, names); near != "" {
+					msg += fmt.Sprintf("; did you mean %s?", near)
+				} else {
+					msg += "; keys are the flags of relay serve -h, without the dash"
+				}
+				errs = append(errs, errors.New(msg))
+				continue
+			}
+			if err := o.value.Set(s.value); err != nil {
+				errs = append(errs, fmt.Errorf("%s:%d: %s %q: %v", c.ConfigFile, s.line, s.key, s.value, err))
+				continue
+			}
+			c.sources[o.flag] = fmt.Sprintf("%s:%d", c.ConfigFile, s.line)
+		}
+	}
+	for _, o := range opts {
 		if v := getenv(o.env); v != "" {
 			if err := o.value.Set(v); err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q: %v", o.env, v, err))
+				continue
 			}
+			c.sources[o.flag] = o.env
 		}
-		fs.Var(o.value, o.flag, o.usage+" (env "+o.env+")")
 	}
-	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective configuration and exit")
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: relay [serve] [flags]\n\nServes the Relay API. Flags override RELAY_* environment variables.\n\n")
-		fs.PrintDefaults()
+	fs.Usage = func() {} // the flag package calls it on every error, too
+	if err := parseInterspersed(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(out, "Usage: %s\n\nSettings come from flags, then RELAY_* environment variables, then the\nconfig file (-config), then the defaults below.\n\n", synopsis[name])
+			fs.SetOutput(out)
+			fs.PrintDefaults()
+			return nil, nil, err
+		}
+		return nil, nil, usageError{err}
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	fs.Visit(func(f *flag.Flag) {
+		if _, ok := byFlag[f.Name]; ok {
+			c.sources[f.Name] = "-" + f.Name
+		}
+	})
+	if fs.NArg() > maxArgs {
+		return nil, nil, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(maxArgs))}
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
+	c.Warnings = unknownEnv(environ(), opts)
 	errs = append(errs, c.validate()...)
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, nil, errors.Join(errs...)
 	}
-	return c, nil
+	return c, fs.Args(), nil
+}
+
+// synopsis is the usage line of each command that takes the server's
+// settings.
+var synopsis = map[string]string{
+	"relay serve":       "relay [serve] [flags]: serve the Relay API",
+	"relay checkconfig": "relay checkconfig FILE [flags]: check a config file, with the environment and flags on top, without serving",
+	"relay checktoken":  "relay checktoken TOKEN [flags]: say whether the server so configured accepts a connect token, and why not\n(TOKEN - reads it from stdin)",
+}
+
+// configFlag finds -config among the flags before they are parsed: the
+// file's values must be in place first so that the flags override them.
+func configFlag(args []string) (string, bool) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			continue // an argument: flags may follow it
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name != "config" {
+			continue
+		}
+		if hasValue {
+			return value, true
+		}
+		if i+1 < len(args) {
+			return args[i+1], true
+		}
+	}
+	return "", false
 }
 
 func (c *serveConfig) validate() []error {
@@ -235,8 +343,20 @@ func (c *serveConfig) validate() []error {
 	if c.HistoryBudget > 0 && c.HistoryBudget < c.MaxMessage+c.MaxBody {
 		bad("-history-budget / RELAY_HISTORY_BUDGET (%s) must be at least -max-message plus -max-body (%s), or one large publish would empty every topic's history", c.HistoryBudget, c.MaxMessage+c.MaxBody)
 	}
-	if c.TLSCert != "" && c.TLSKey == "" || c.TLSCert == "" && c.TLSKey != "" {
+	switch {
+	case c.TLSCert != "" && c.TLSKey == "" || c.TLSCert == "" && c.TLSKey != "":
 		bad("-tls-cert / RELAY_TLS_CERT and -tls-key / RELAY_TLS_KEY go together")
+	case c.TLSCert != "":
+		// Loaded here, not when the listener starts: an unreadable file
+		// must stop the start, not end a server that said it listens.
+		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
+			bad("-tls-cert / RELAY_TLS_CERT and -tls-key / RELAY_TLS_KEY: %v", err)
+		}
+	}
+	for _, o := range splitList(c.AllowedOrigins) {
+		if err := checkOrigin(o); err != nil {
+			bad("-allowed-origins / RELAY_ALLOWED_ORIGINS: %v", err)
+		}
 	}
 	if c.TokenPublicKey != "" && c.TokenJWKS != "" {
 		bad("-token-public-key / RELAY_TOKEN_PUBLIC_KEY and -token-jwks / RELAY_TOKEN_JWKS: give one or the other")
@@ -381,11 +501,7 @@ func (c *serveConfig) serverConfig() server.Config {
 	}
 	sc.API.MaxBodyBytes = int64(c.MaxBody)
 	sc.API.MaxMessageBytes = int(c.MaxMessage)
-	for _, o := range strings.Split(c.AllowedOrigins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			sc.API.AllowedOrigins = append(sc.API.AllowedOrigins, o)
-		}
-	}
+	sc.API.AllowedOrigins = splitList(c.AllowedOrigins)
 	sc.Memory.History = c.History
 	sc.Memory.HistoryBudget = int64(c.HistoryBudget)
 	sc.Memory.MaxStreams = c.MaxStreams
@@ -425,18 +541,37 @@ func (c *serveConfig) serverConfig() server.Config {
 	return sc
 }
 
-// print writes the effective configuration as RELAY_* assignments, with
-// secrets redacted.
+// print writes the settings in force as RELAY_* assignments, each with
+// where its value came from; derived values (the connection limit taken
+// from the open-file limit) are shown as they will apply. Secrets are
+// redacted.
 func (c *serveConfig) print(w io.Writer) {
+	fmt.Fprintln(w, "# Relay settings in force: flags > RELAY_* environment > config file > defaults.")
+	if c.ConfigFile != "" {
+		fmt.Fprintf(w, "# config file: %s\n", c.ConfigFile)
+	}
+	type line struct{ assign, note string }
+	var lines []line
+	width := 0
 	for _, o := range options(c) {
-		v := o.value.String()
-		if o.secret && v != "" {
+		v, note := o.value.String(), c.sources[o.flag]
+		switch {
+		case o.secret && v != "":
 			v = "<redacted>"
-		}
-		if o.flag == "broker" {
+		case o.flag == "broker":
 			v = redisbroker.Redact(v) // the URL's password
+		case o.flag == "max-connections" && c.MaxConnections == 0:
+			v = strconv.Itoa(fileLimit() - 256)
+			note += fmt.Sprintf(" (0: the open-file limit %d minus 256)", fileLimit())
+		case o.flag == "node-id" && v == "":
+			note += " (empty: a random id per start)"
 		}
-		fmt.Fprintf(w, "%s=%s\n", o.env, v)
+		l := line{o.env + "=" + v, note}
+		width = max(width, len(l.assign))
+		lines = append(lines, l)
+	}
+	for _, l := range lines {
+		fmt.Fprintf(w, "%-*s  # %s\n", width, l.assign, l.note)
 	}
 }
 
@@ -494,29 +629,42 @@ func (v *boolValue) Set(s string) error {
 func (v *boolValue) String() string   { return strconv.FormatBool(bool(*v)) }
 func (v *boolValue) IsBoolFlag() bool { return true }
 
-// byteSize is a size in bytes, written as a number with an optional
-// B, KB, KiB, MB or MiB suffix.
+// byteSize is a size in bytes: a number, possibly with a fraction, and an
+// optional unit. KB, MB, GB are powers of 1000 and KiB, MiB, GiB powers of
+// 1024, as everywhere else; case does not matter (1gb = 1GB), since
+// refusing one spelling of an unambiguous unit helps nobody.
 type byteSize int64
 
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000_000}, {"GB", 1000_000_000}, {"B", 1}}
+var sizeUnits = map[string]int64{
+	"": 1, "b": 1,
+	"k": 1000, "kb": 1000, "kib": 1 << 10, "ki": 1 << 10,
+	"m": 1000_000, "mb": 1000_000, "mib": 1 << 20, "mi": 1 << 20,
+	"g": 1000_000_000, "gb": 1000_000_000, "gib": 1 << 30, "gi": 1 << 30,
+}
+
+const sizeHelp = "not a size: write a number with an optional unit, e.g. 65536, 64KiB, 1.5MiB or 1GB (KB, MB, GB are powers of 1000; KiB, MiB, GiB of 1024; any case)"
 
 func (v *byteSize) Set(s string) error {
 	t := strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
+	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	if i < 0 {
+		i = len(t)
 	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<40)/mult {
-		return fmt.Errorf("not a size (e.g. 65536, 64KiB, 1MiB)")
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	mult, ok := sizeUnits[unit]
+	whole, frac, hasFrac := strings.Cut(num, ".")
+	if !ok || whole == "" || hasFrac && (frac == "" || strings.Contains(frac, ".")) {
+		return errors.New(sizeHelp)
 	}
-	*v = byteSize(n * mult)
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f*float64(mult) > 1<<40 {
+		return errors.New(sizeHelp + "; at most 1TiB")
+	}
+	n := f * float64(mult)
+	if n != math.Trunc(n) {
+		return fmt.Errorf("%q is not a whole number of bytes", s)
+	}
+	*v = byteSize(n)
 	return nil
 }
 
@@ -629,6 +777,42 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// splitList splits a comma-separated setting, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// checkOrigin accepts * or an origin exactly as browsers send it in the
+// Origin header (scheme://host[:port], lower case, no path), since the
+// allowlist is compared byte for byte: "example.com" would never match
+// and refuse every browser.
+func checkOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return fmt.Errorf("%q is not an origin: write it as browsers send it, with its scheme, e.g. https://%s", o, strings.TrimPrefix(strings.TrimPrefix(o, "//"), "*."))
+	}
+	switch {
+	case u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return fmt.Errorf("%q: an origin is scheme://host[:port] with no path, e.g. %s://%s", o, u.Scheme, u.Host)
+	case strings.ToLower(o) != o:
+		return fmt.Errorf("%q: browsers send origins in lower case; write %s", o, strings.ToLower(o))
+	case u.Scheme == "https" && u.Port() == "443", u.Scheme == "http" && u.Port() == "80":
+		return fmt.Errorf("%q: browsers omit the default port; write %s://%s", o, u.Scheme, u.Hostname())
+	case strings.Contains(u.Host, "*"):
+		return fmt.Errorf("%q: wildcards are not supported; list each origin, or use *", o)
+	}
+	return nil
 }
 
 // checkBroker validates -broker: memory, or a Redis or NATS URL.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -94,9 +95,15 @@ func TestPrintConfig(t *testing.T) {
 	if code := run([]string{"-print-config", "-max-topics", "3"}, env(map[string]string{"RELAY_ADDR": "127.0.0.1:9"}), &out, &out); code != 0 {
 		t.Fatalf("exit %d: %s", code, out.String())
 	}
-	for _, want := range []string{"RELAY_ADDR=127.0.0.1:9\n", "RELAY_MAX_TOPICS=3\n", "RELAY_SEND_QUEUE=1MiB\n"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("print-config lacks %q:\n%s", want, out.String())
+	for _, want := range []string{
+		`(?m)^RELAY_ADDR=127\.0\.0\.1:9 +# RELAY_ADDR$`,
+		`(?m)^RELAY_MAX_TOPICS=3 +# -max-topics$`,
+		`(?m)^RELAY_SEND_QUEUE=1MiB +# default$`,
+		// The limit in force, not the 0 that means "derive it".
+		fmt.Sprintf(`(?m)^RELAY_MAX_CONNECTIONS=%d +# default \(0: the open-file limit`, fileLimit()-256),
+	} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("print-config lacks %s:\n%s", want, out.String())
 		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/relayhq/relay/internal/auth"
 	"github.com/relayhq/relay/internal/redisbroker"
 	"github.com/relayhq/relay/internal/server"
 )
@@ -50,37 +51,66 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return exitUsage
 }
 
-func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, err := parseServe(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
+// settingsError reports a failure of parseSettings: nothing for -h, one
+// line for a mistake on the command line, every mistake in the settings
+// otherwise. It returns the exit code and false when the command must
+// stop.
+func settingsError(err error, name string, stderr io.Writer) (int, bool) {
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK, true
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK, false
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s -h' to see the settings.\n", name, ue.error, name)
+	default:
 		fmt.Fprintf(stderr, "relay: invalid configuration:\n%v\n", err)
-		return 2
+	}
+	return exitUsage, false
+}
+
+// exposure refuses to serve the open API (no API key) off loopback unless
+// told to, and warns whenever the API is open.
+func (c *serveConfig) exposure(sec *auth.Auth) (warning string, err error) {
+	switch {
+	case sec.KeysRequired():
+		return "", nil
+	case !loopback(c.Addr) && !c.Insecure:
+		return "", fmt.Errorf("refusing to serve the open API on %s, which is not a loopback address:\n"+
+			"set RELAY_API_KEYS (or -api-keys) so that register, publish, history and presence need a key,\n"+
+			"or RELAY_INSECURE=true (or -insecure) to serve it open anyway", c.Addr)
+	case !loopback(c.Addr):
+		return "serving the open API on a non-loopback address because -insecure is set: anyone who can reach it can register and publish", nil
+	}
+	return "no API key configured: anyone who can reach this address can register and publish; set RELAY_API_KEYS to require one", nil
+}
+
+func serve(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, _, err := parseSettings("relay serve", args, getenv, stdout, 0)
+	if code, ok := settingsError(err, "relay serve", stderr); !ok {
+		return code
 	}
 	if cfg.PrintConfig {
 		cfg.print(stdout)
-		return 0
+		return exitOK
 	}
 	log := cfg.logger(stderr)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	sec, err := cfg.security()
 	if err != nil {
 		fmt.Fprintf(stderr, "relay: invalid configuration:\n%v\n", err)
 		return 2
 	}
-	if !sec.KeysRequired() {
-		switch {
-		case !loopback(cfg.Addr) && !cfg.Insecure:
-			fmt.Fprintf(stderr, "relay: refusing to serve the open API on %s, which is not a loopback address:\n"+
-				"set RELAY_API_KEYS (or -api-keys) so that register, publish, history and presence need a key,\n"+
-				"or RELAY_INSECURE=true (or -insecure) to serve it open anyway.\n", cfg.Addr)
-			return 2
-		case cfg.Insecure && !loopback(cfg.Addr):
-			log.Warn("serving the open API on a non-loopback address because -insecure is set: anyone who can reach it can register and publish", "addr", cfg.Addr)
-		default:
-			log.Warn("no API key configured: anyone who can reach this address can register and publish; set RELAY_API_KEYS to require one", "addr", cfg.Addr)
-		}
+	warning, err := cfg.exposure(sec)
+	if err != nil {
+		fmt.Fprintf(stderr, "relay: %v\n", err)
+		return exitUsage
+	}
+	if warning != "" {
+		log.Warn(warning, "addr", cfg.Addr)
 	}
 	ln, err := server.Listen(context.Background(), cfg.Addr)
 	if err != nil {

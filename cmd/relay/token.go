@@ -19,20 +19,16 @@ import (
 // "exp" and optionally "topics".
 func token(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("relay token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	sub := fs.String("sub", "", "the user id the token is for (required)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	topics := fs.String("topics", "", "comma-separated topics, or prefixes ending in *, the token allows; empty: any topic")
 	secret := fs.String("secret", getenv("RELAY_TOKEN_SECRET"), "HS256 secret, 32+ bytes (env RELAY_TOKEN_SECRET)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: relay token -sub USER [-ttl 1h] [-topics 'chat.*,news']\n\nPrints a connect token for GET /ws?token=<token>.\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: relay token -sub USER [-ttl 1h] [-topics 'chat.*,news']\n\nPrints a connect token for GET /ws?token=<token>; relay checktoken TOKEN checks one.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	user, err := strconv.ParseUint(*sub, 10, 64)
 	switch {

@@ -11,6 +11,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -167,13 +168,20 @@ func (a *Auth) Verify(token string) (Claims, error) {
 	return c, nil
 }
 
+var requiredClaim = regexp.MustCompile(`(\w+) claim is required`)
+
 // reason names why jwt refused a token, without the token.
 func reason(err error) string {
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "it has expired"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return `it has no "exp"`
+		// jwt names the claim: "iss claim is required" (when an issuer
+		// or audience is configured) or "exp claim is required".
+		if m := requiredClaim.FindStringSubmatch(err.Error()); m != nil {
+			return fmt.Sprintf("it has no %q, which is required here", m[1])
+		}
+		return "it lacks a required claim"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return "it is not valid yet"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
