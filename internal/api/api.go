@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relayhq/relay/docs"
 	"github.com/relayhq/relay/internal/auth"
 	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/ratelimit"
@@ -70,6 +71,7 @@ type API struct {
 	ws      *ws.Server
 	log     *slog.Logger
 	handler http.Handler
+	routes  []Route
 	stats   Stats
 	anyOrig bool
 	closing atomic.Bool
@@ -93,28 +95,64 @@ func New(cfg Config, h *hub.Hub, b relay.Broker, wss *ws.Server, log *slog.Logge
 		a.cfg.Auth, _ = auth.New(auth.Config{}) // the open mode cannot fail
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/health", a.methods(http.MethodGet, a.health))
-	mux.Handle("/readyz", a.methods(http.MethodGet, a.readyz))
-	mux.Handle("/register", a.methods(http.MethodPost, a.keyed(a.limited(cfg.RegisterLimit, "register", a.register))))
-	mux.Handle("/register/{id}", a.methods(http.MethodDelete, a.keyed(a.unregister)))
-	mux.Handle("/publish", a.methods(http.MethodPost, a.keyed(a.publish)))
-	mux.Handle("/publish/batch", a.methods(http.MethodPost, a.keyed(a.publishBatch)))
-	mux.Handle("/history/{topic}", a.methods(http.MethodGet, a.keyed(a.history)))
-	mux.Handle("/presence/{topic}", a.methods(http.MethodGet, a.keyed(a.presence)))
-	mux.Handle("/ws/{id}", a.methods(http.MethodGet, a.limited(cfg.ConnectLimit, "connect", a.socket)))
-	mux.Handle("/ws", a.methods(http.MethodGet, a.limited(cfg.ConnectLimit, "connect", a.tokenSocket)))
-	if cfg.Metrics != nil {
-		h := cfg.Metrics.ServeHTTP
-		if cfg.MetricsNeedKey {
-			h = a.keyed(h)
-		}
-		mux.Handle("/metrics", a.methods(http.MethodGet, h))
+	for _, rt := range a.table() {
+		mux.Handle(rt.Pattern, a.methods(rt.Method, rt.handler))
+		a.routes = append(a.routes, rt.Route)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.failStatus(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
 	a.handler = a.cors(mux)
 	return a
+}
+
+// Route is one route the API mounts. A GET route answers HEAD too, and
+// every path answers OPTIONS (CORS) before routing; other methods get 405.
+type Route struct {
+	Method  string
+	Pattern string // a ServeMux path pattern, such as /register/{id}
+}
+
+// route is a Route with its handler, wrapped in the API key check and
+// rate limit it takes.
+type route struct {
+	Route
+	handler http.HandlerFunc
+}
+
+// table lists the API's routes, /metrics only when it is configured.
+func (a *API) table() []route {
+	rs := []route{
+		{Route{http.MethodGet, "/health"}, a.health},
+		{Route{http.MethodGet, "/readyz"}, a.readyz},
+		{Route{http.MethodPost, "/register"}, a.keyed(a.limited(a.cfg.RegisterLimit, "register", a.register))},
+		{Route{http.MethodDelete, "/register/{id}"}, a.keyed(a.unregister)},
+		{Route{http.MethodPost, "/publish"}, a.keyed(a.publish)},
+		{Route{http.MethodPost, "/publish/batch"}, a.keyed(a.publishBatch)},
+		{Route{http.MethodGet, "/history/{topic}"}, a.keyed(a.history)},
+		{Route{http.MethodGet, "/presence/{topic}"}, a.keyed(a.presence)},
+		{Route{http.MethodGet, "/ws/{id}"}, a.limited(a.cfg.ConnectLimit, "connect", a.socket)},
+		{Route{http.MethodGet, "/ws"}, a.limited(a.cfg.ConnectLimit, "connect", a.tokenSocket)},
+		{Route{http.MethodGet, "/openapi.yaml"}, a.openAPI},
+	}
+	if a.cfg.Metrics != nil {
+		h := a.cfg.Metrics.ServeHTTP
+		if a.cfg.MetricsNeedKey {
+			h = a.keyed(h)
+		}
+		rs = append(rs, route{Route{http.MethodGet, "/metrics"}, h})
+	}
+	return rs
+}
+
+// Routes lists the routes this API mounts, in order (docs/openapi.yaml
+// describes them; its test checks both ways).
+func (a *API) Routes() []Route { return slices.Clone(a.routes) }
+
+// openAPI serves docs/openapi.yaml, the description of this API.
+func (a *API) openAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Write(docs.OpenAPI)
 }
 
 // ServeHTTP implements http.Handler.
