@@ -256,3 +256,19 @@ func TestChecktoken(t *testing.T) {
 		t.Fatalf("checktoken with the file's secret: exit %d: %s", code, out.String())
 	}
 }
+
+// TestEveryCommandHasHelp: relay -h lists every subcommand, and each
+// answers -h with its usage on stdout and exit 0.
+func TestEveryCommandHasHelp(t *testing.T) {
+	var list bytes.Buffer
+	run([]string{"-h"}, env(nil), &list, &list)
+	for _, c := range commands() {
+		if !regexp.MustCompile(`(?m)^  ` + c.name + ` `).MatchString(list.String()) {
+			t.Errorf("relay -h does not list %s:\n%s", c.name, list.String())
+		}
+		var out, errb bytes.Buffer
+		if code := run([]string{c.name, "-h"}, env(nil), &out, &errb); code != 0 || !strings.Contains(out.String(), "Usage: relay") || errb.Len() != 0 {
+			t.Errorf("relay %s -h: exit %d, stdout %q, stderr %q", c.name, code, out.String(), errb.String())
+		}
+	}
+}
