@@ -93,9 +93,10 @@ type pendingAck struct {
 	done   chan error
 }
 
-// OpenStream connects to a socket URL from Register with the relay.v1
-// protocol. It fails if the first connection fails; later disconnects are
-// repaired in the background.
+// OpenStream connects to a socket URL from Register (or from TokenURL,
+// for a signed connect token) with the relay.v1 protocol. It fails if the
+// first connection fails; later disconnects are repaired in the
+// background.
 func (c *Client) OpenStream(ctx context.Context, url string, opts StreamOptions) (*Stream, error) {
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 100 * time.Millisecond
@@ -154,13 +155,38 @@ func (s *Stream) Err() error {
 // and returns once the server has confirmed them all. Topics the server
 // refuses are forgotten again.
 func (s *Stream) Subscribe(ctx context.Context, presence bool, topics ...string) error {
+	return s.subscribe(ctx, presence, nil, topics)
+}
+
+// SubscribeSince adds the topics of since, each starting after its
+// position (a message's offset and epoch, e.g. from a publish's result, a
+// History page or an earlier stream's Position), so that a program that
+// stopped picks up where it left off: the messages after each position
+// are replayed first, then live ones follow. When the server's history no
+// longer reaches back, or the epoch changed, the stream starts with a
+// "gap" event for that topic instead. A topic already subscribed keeps
+// its own position.
+func (s *Stream) SubscribeSince(ctx context.Context, presence bool, since map[string]Position) error {
+	topics := make([]string, 0, len(since))
+	for t := range since {
+		topics = append(topics, t)
+	}
+	slices.Sort(topics)
+	return s.subscribe(ctx, presence, since, topics)
+}
+
+func (s *Stream) subscribe(ctx context.Context, presence bool, since map[string]Position, topics []string) error {
 	s.mu.Lock()
 	var added []string
 	for _, t := range topics {
 		if st := s.topics[t]; st != nil {
 			st.presence = presence
 		} else {
-			s.topics[t] = &topicState{presence: presence, ready: make(chan struct{})}
+			st := &topicState{presence: presence, ready: make(chan struct{})}
+			if p, ok := since[t]; ok {
+				st.pos = &p
+			}
+			s.topics[t] = st
 			added = append(added, t)
 		}
 	}
@@ -347,6 +373,12 @@ func (s *Stream) run(ws *websocket.Conn) {
 			var e *Error
 			if errors.As(err, &e) && e.Status == http.StatusNotFound && s.opts.Reconnect == nil {
 				s.err = fmt.Errorf("relay: cannot reconnect, the registration is gone (set StreamOptions.Reconnect to register again): %w", err)
+				return
+			}
+			// A refused connect token (expired, revoked key) will be
+			// refused again: retrying it forever would hide the cause.
+			if errors.As(err, &e) && e.Status == http.StatusUnauthorized && s.opts.Reconnect == nil {
+				s.err = fmt.Errorf("relay: cannot reconnect, the server refused the connect token (set StreamOptions.Reconnect to fetch a fresh one): %w", err)
 				return
 			}
 		}

@@ -28,10 +28,10 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "[flags]", "run the server (the default command)", serve},
-		// {"publish", "TOPIC [MESSAGE]", "publish a message (from stdin when absent or -) and print the receipt", publishCmd},
-		// {"subscribe", "TOPIC...", "print a topic's messages as they arrive, recovering across reconnects", subscribeCmd},
-		// {"history", "TOPIC", "print the messages a topic still holds", historyCmd},
-		// {"presence", "TOPIC", "print who is present on a topic", presenceCmd},
+		{"publish", "TOPIC [MESSAGE]", "publish a message (from stdin when absent or -) and print the receipt", publishCmd},
+		{"subscribe", "TOPIC...", "print a topic's messages as they arrive, recovering across reconnects", subscribeCmd},
+		{"history", "TOPIC", "print the messages a topic still holds", historyCmd},
+		{"presence", "TOPIC", "print who is present on a topic", presenceCmd},
 		// {"bench", "[flags]", "load-test a deployment: connections, fan-out, many topics", benchCmd},
 		{"genconfig", "[FILE]", "write a commented config file with a fresh API key and token secret", genconfig},
 		{"checkconfig", "FILE", "check a config file (and the environment) without serving", checkconfig},
