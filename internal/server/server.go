@@ -17,6 +17,7 @@ import (
 
 	"github.com/relayhq/relay/internal/api"
 	"github.com/relayhq/relay/internal/connlimit"
+	"github.com/relayhq/relay/internal/dashboard"
 	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/memorybroker"
 	"github.com/relayhq/relay/internal/metrics"
@@ -72,6 +73,10 @@ type Server struct {
 	Broker  *memorybroker.Broker // the memory engine, nil with another
 	metrics http.Handler
 	conns   connlimit.Stats // the main listener's connections; see ConnStats
+
+	// Dashboard is served at /dashboard/ on the admin listener, and on the
+	// main listener behind a login when API keys are configured.
+	Dashboard *dashboard.Dashboard
 }
 
 // New assembles a node; it starts nothing.
@@ -122,6 +127,8 @@ func New(cfg Config, log *slog.Logger) *Server {
 	a = api.New(apiCfg, s.Hub, s.Engine, s.WS, log.With("component", "api"))
 	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns, Engine: s.Engine, NodeID: cfg.NodeID})
 	s.API = a
+	s.Dashboard = dashboard.New(dashboard.Config{Hub: s.Hub, WS: s.WS, API: a, Conns: &s.conns, Engine: s.Engine,
+		NodeID: cfg.NodeID, Auth: cfg.API.Auth, Log: log.With("component", "dashboard")})
 	return s
 }
 
@@ -145,7 +152,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	limiter := connlimit.New(s.cfg.Conns, &s.conns, s.log.With("component", "connlimit"))
 	ln = limiter.Listener(ln)
 	srv := &http.Server{
-		Handler:           s.API,
+		Handler:           dashboard.Mount(s.API, s.Dashboard.Public(), s.Dashboard.Landing()),
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.WriteTimeout,
@@ -175,6 +182,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { return s.API.Run(ctx) })
+	g.Go(func() error { return s.Dashboard.Run(ctx) })
 	g.Go(func() error { return s.Hub.Run(ctx) })
 	// The engine outlives the sockets, so that those closed at shutdown
 	// hand their registrations back to it (clients reconnect elsewhere).
@@ -214,7 +222,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	return g.Wait()
 }
 
-// admin listens on the admin address for pprof and metrics.
+// admin listens on the admin address for pprof, metrics and the
+// dashboard (without a login: the address is private).
 func (s *Server) admin(ctx context.Context) (func() error, error) {
 	ln, err := net.Listen("tcp", s.cfg.AdminAddr)
 	if err != nil {
@@ -227,8 +236,10 @@ func (s *Server) admin(ctx context.Context) (func() error, error) {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/metrics", s.metrics)
+	mux.Handle("/dashboard/", s.Dashboard.Admin())
+	mux.Handle("GET /{$}", s.Dashboard.Landing())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	s.log.Info("admin listener (pprof, metrics)", "addr", ln.Addr().String())
+	s.log.Info("admin listener (pprof, metrics, dashboard)", "addr", ln.Addr().String())
 	return func() error {
 		go func() {
 			<-ctx.Done()
