@@ -104,9 +104,9 @@ type DeliveryResult struct {
 // MemoryResult is the server's resident memory from /metrics
 // (process_resident_memory_bytes, summed over the servers).
 type MemoryResult struct {
-	Known       bool   `json:"known"`
-	BeforeBytes int64  `json:"before_bytes"`
-	AfterBytes  int64  `json:"after_bytes"` // with every socket open (after the hold in the connections scenario)
+	Known       bool  `json:"known"`
+	BeforeBytes int64 `json:"before_bytes"`
+	AfterBytes  int64 `json:"after_bytes"` // with every socket open (after the hold in the connections scenario)
 	// PerConnection is (after - before) / connected; null when unknown.
 	PerConnection *float64 `json:"per_connection_bytes"`
 	Note          string   `json:"note,omitempty"`
