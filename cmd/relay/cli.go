@@ -32,7 +32,7 @@ func commands() []command {
 		{"subscribe", "TOPIC...", "print a topic's messages as they arrive, recovering across reconnects", subscribeCmd},
 		{"history", "TOPIC", "print the messages a topic still holds", historyCmd},
 		{"presence", "TOPIC", "print who is present on a topic", presenceCmd},
-		// {"bench", "[flags]", "load-test a deployment: connections, fan-out, many topics", benchCmd},
+		{"bench", "[flags]", "load-test a deployment: connections, fan-out, many topics", benchCmd},
 		{"genconfig", "[FILE]", "write a commented config file with a fresh API key and token secret", genconfig},
 		{"checkconfig", "FILE", "check a config file (and the environment) without serving", checkconfig},
 		{"token", "-sub USER", "mint a connect token for development", token},

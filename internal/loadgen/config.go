@@ -140,7 +140,7 @@ func (c *Config) check() error {
 		need := uint64(c.Connections + c.Inflight + c.DialConcurrency + fdHeadroom)
 		if need > hard {
 			return fmt.Errorf("%d connections need about %d open files, over this process's hard limit of %d (RLIMIT_NOFILE): use at most %d connections per process, or run several relay bench processes (on several machines) and add their figures",
-				c.Connections, need, hard, MaxConnections())
+				c.Connections, need, hard, int(hard)-c.Inflight-c.DialConcurrency-fdHeadroom)
 		}
 	}
 	return nil
@@ -148,14 +148,13 @@ func (c *Config) check() error {
 
 // MaxConnections is the most sockets one process can open under its hard
 // open-file limit (RLIMIT_NOFILE), leaving room for HTTP connections; 0
-// when the limit is unknown.
-func MaxConnections() int {
+// when the limit is unknown. hard is the limit.
+func MaxConnections() (n int, hard uint64) {
 	_, hard, err := raiseFileLimit()
 	if err != nil || hard == 0 || hard > 1<<30 {
-		return 0
+		return 0, hard
 	}
-	n := int(hard) - DefaultInflight - DefaultDialConcurrency - fdHeadroom
-	return max(n, 0)
+	return max(int(hard)-DefaultInflight-DefaultDialConcurrency-fdHeadroom, 0), hard
 }
 
 // LoopbackSources is the source range used for loopback servers by
