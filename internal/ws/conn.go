@@ -1,6 +1,8 @@
 package ws
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -49,6 +51,7 @@ type Conn struct {
 	encode func(*relay.Message) []byte
 	bucket uint32 // keepalive bucket: which tick of the cycle pings it
 	proto  string
+	id     uint64 // names the connection in log lines
 
 	lastHeard atomic.Int64 // unix nanoseconds of the last read from the client
 	// msgStart is the unix nanoseconds of the read that began the message
@@ -68,6 +71,32 @@ type Conn struct {
 	state     connState //
 	readDone  bool      // the reader has stopped: no close reply will be read
 	deadline  int64     // unix nanoseconds by which a closing handshake ends
+	end       ending    // why the connection ends, for its log line
+	logAttrs  []slog.Attr
+}
+
+// ending is why a connection ended: the close frame that started its
+// closing handshake, and how the socket went when the handshake did not
+// complete. finish logs it.
+type ending struct {
+	code  uint16 // the close code sent: ours, or the echo of the client's; 0 when none was
+	text  string // the close reason: ours, or the client's
+	by    string // who started the handshake: "server" or "client"
+	cause string // how the socket ended short of a completed handshake: see finish
+	level slog.Level
+	kind  string // the log budget (package logthrottle)
+}
+
+// ID returns the number that names the connection in log lines: unique
+// within its Server.
+func (c *Conn) ID() uint64 { return c.id }
+
+// SetLogAttrs sets attributes (such as the user) added to the
+// connection's log lines. The caller must not change attrs afterwards.
+func (c *Conn) SetLogAttrs(attrs ...slog.Attr) {
+	c.mu.Lock()
+	c.logAttrs = attrs
+	c.mu.Unlock()
 }
 
 // Subprotocol returns the negotiated Sec-WebSocket-Protocol, or "".
@@ -144,16 +173,19 @@ func (c *Conn) CloseWith(reason relay.CloseReason, text string) {
 	if text == "" {
 		text = cc.text
 	}
-	c.startClose(closeFrame(cc.code, text), reason == relay.CloseSlowConsumer)
+	c.startClose(closeFrame(cc.code, text), reason == relay.CloseSlowConsumer,
+		ending{code: cc.code, text: text, by: "server", level: cc.level, kind: cc.kind})
 }
 
-// startClose queues frame (a close frame) as the last frame.
-func (c *Conn) startClose(frame []byte, drop bool) {
+// startClose queues frame (a close frame) as the last frame; end says why,
+// for the log.
+func (c *Conn) startClose(frame []byte, drop bool, end ending) {
 	c.mu.Lock()
 	if c.state != stateOpen {
 		c.mu.Unlock()
 		return
 	}
+	c.end = end
 	if drop {
 		clear(c.queue)
 		c.queue = c.queue[:0]
@@ -170,16 +202,38 @@ func (c *Conn) control(op byte, payload []byte) {
 	c.enqueue(appendFrame(make([]byte, 0, frameSize(len(payload))), op, payload))
 }
 
-// finish closes the socket at once and forgets the connection. It is safe
-// to call more than once and from any goroutine. A connection read by a
-// poller is only shut down here: the poller's loop sees EOF and closes it
-// (readerExit), so its handler never runs concurrently with the close.
-func (c *Conn) finish() {
+// Causes given to finish: how a socket ended when its close handshake did
+// not run to completion ("" when it did).
+const (
+	causeLost         = "connection lost"           // the client went away without a close frame
+	causeWriteFailed  = "write failed"              // the socket refused a write (reset, broken pipe)
+	causeWriteTimeout = "write timeout"             // the client read nothing for WriteTimeout
+	causeCloseTimeout = "close handshake timed out" // no reply to our close frame within CloseTimeout
+	causeShutdown     = "shutdown timeout"          // still open when the shutdown timeout ended
+)
+
+// finish closes the socket at once and forgets the connection, then logs
+// why it ended; cause says how, when the close handshake did not complete.
+// It is safe to call more than once and from any goroutine. A connection
+// read by a poller is only shut down here: the poller's loop sees EOF and
+// closes it (readerExit), so its handler never runs concurrently with the
+// close.
+func (c *Conn) finish(cause string) {
 	c.mu.Lock()
 	if c.state == stateClosed {
 		c.mu.Unlock()
 		return
 	}
+	if cause != "" {
+		if c.end.kind == "" { // no close frame was sent: the cause is the whole story
+			c.end.level, c.end.kind = slog.LevelDebug, "ws_close_lost"
+			if cause == causeWriteTimeout {
+				c.end.level, c.end.kind = slog.LevelInfo, "ws_close_write_timeout"
+			}
+		}
+		c.end.cause = cause
+	}
+	end, attrs := c.end, c.logAttrs
 	c.state = stateClosed
 	clear(c.queue)
 	c.queue = nil
@@ -192,6 +246,28 @@ func (c *Conn) finish() {
 		c.raw.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
 	}
 	c.srv.remove(c)
+	c.logEnd(end, attrs)
+}
+
+// logEnd logs the connection's end at its level, within its kind's budget:
+// the close code and reason, who started the close, how the socket ended
+// if the handshake did not complete, and the client's address. Nothing is
+// built when the level is disabled or the budget spent.
+func (c *Conn) logEnd(e ending, attrs []slog.Attr) {
+	lt, ctx := c.srv.cfg.Log, context.Background()
+	if !lt.Allow(ctx, e.level, e.kind) {
+		return
+	}
+	a := make([]slog.Attr, 0, 8+len(attrs))
+	a = append(a, slog.Uint64("conn", c.id), slog.String("remote", c.nc.RemoteAddr().String()))
+	if e.code != 0 {
+		a = append(a, slog.Int("code", int(e.code)), slog.String("reason", e.text), slog.String("by", e.by))
+	}
+	if e.cause != "" {
+		a = append(a, slog.String("cause", e.cause))
+	}
+	a = append(a, attrs...)
+	lt.Logger().LogAttrs(ctx, e.level, "socket closed", a...)
 }
 
 // drainedLocked runs when a writer has sent everything queued. It releases
@@ -217,7 +293,7 @@ func (c *Conn) drainedLocked() (finish, shutWrite bool) {
 func (c *Conn) afterDrain(finish, shutWrite bool) {
 	switch {
 	case finish:
-		c.finish()
+		c.finish("")
 	case shutWrite:
 		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
@@ -259,7 +335,7 @@ func (c *Conn) keepalive(now int64, bucket uint32) {
 		late := now > c.deadline
 		c.mu.Unlock()
 		if late {
-			c.finish()
+			c.finish(causeCloseTimeout)
 		}
 	default:
 		c.mu.Unlock()

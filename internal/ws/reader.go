@@ -1,8 +1,10 @@
 package ws
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"sync"
 	"syscall"
 	"time"
@@ -138,10 +140,14 @@ func (c *Conn) readerExit() {
 	// client answered (or dropped) our close. Closing: the writer finishes
 	// the connection once the close frame is out.
 	fin := c.state == stateOpen || c.state == stateCloseSent
+	cause := ""
+	if c.state == stateOpen {
+		cause = causeLost
+	}
 	closed := c.state == stateClosed
 	c.mu.Unlock()
 	if fin {
-		c.finish()
+		c.finish(cause)
 	} else if closed && c.p != nil {
 		c.nc.Close() // finish ran first and left closing the socket to us
 	}
@@ -333,9 +339,11 @@ func (c *Conn) violation(err error) {
 // (RFC 6455 §5.5.1), or ends the connection if we had already sent ours.
 func (c *Conn) peerClose(p []byte) {
 	var reply []byte
+	end := ending{by: "client", level: slog.LevelDebug, kind: "ws_close_client"}
 	switch {
 	case len(p) == 0:
 		reply = appendFrame(nil, opClose, nil)
+		end.code = 1005 // no status: the echo has none either
 	case len(p) == 1:
 		c.violation(protocolError("close frame with a one-byte payload"))
 		return
@@ -350,6 +358,10 @@ func (c *Conn) peerClose(p []byte) {
 			return
 		}
 		reply = closeFrame(code, "")
+		end.code = code
+		if c.srv.cfg.Log.Enabled(context.Background(), slog.LevelDebug) {
+			end.text = string(p[2:])
+		}
 	}
-	c.startClose(reply, false)
+	c.startClose(reply, false, end)
 }

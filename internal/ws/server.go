@@ -15,11 +15,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +30,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/relayhq/relay/internal/logthrottle"
 	"github.com/relayhq/relay/internal/relay"
 )
 
@@ -89,8 +93,15 @@ type Config struct {
 	// Encoders build a message's whole frame in each format; nil entries
 	// fall back to EncodeSeed. An encoder may return nil: no frame.
 	Encoders [relay.NumFormats]func(*relay.Message) []byte
-	// Error answers a failed handshake; nil writes {"error": "..."}.
+	// Error answers a failed handshake; nil writes {"error": "..."}. The
+	// Server has already set Sec-WebSocket-Version: 13 when the request
+	// asked for no version or another one (RFC 6455 §4.2.2), and logged
+	// the refusal.
 	Error func(w http.ResponseWriter, r *http.Request, status int, reason error)
+	// Log receives a line for every connection that ends (its close code,
+	// reason and client address; see closeCodes for the levels) and every
+	// refused upgrade, each kind within its budget; nil logs nothing.
+	Log *logthrottle.Throttle
 }
 
 // Defaults for the zero Config.
@@ -165,6 +176,7 @@ type Server struct {
 	writers  []*writer
 	pollers  []*poller     // empty where epoll is unavailable
 	next     atomic.Uint32 // round-robin writer and keepalive bucket
+	ids      atomic.Uint64 // the last connection's ID
 	buckets  uint32        // ticks per ping cycle
 	tick     time.Duration
 	stats    Stats
@@ -201,8 +213,8 @@ func New(cfg Config) *Server {
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    slices.Sorted(maps.Keys(cfg.Subprotocols)),
 		CheckOrigin:     cfg.CheckOrigin,
-		Error:           cfg.Error,
 	}
+	s.upgrader.Error = s.refuse
 	for range cfg.Writers {
 		s.writers = append(s.writers, newWriter())
 		if p, err := newPoller(); err == nil {
@@ -218,10 +230,52 @@ func (s *Server) Stats() *Stats { return &s.stats }
 // upgradeError answers a failed handshake with Relay's JSON error shape.
 func upgradeError(w http.ResponseWriter, r *http.Request, status int, reason error) {
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Sec-Websocket-Version", "13")
 	w.WriteHeader(status)
 	b, _ := json.Marshal(map[string]string{"error": "websocket upgrade failed: " + reason.Error()})
 	w.Write(b)
+}
+
+// refuse answers a failed handshake with the installed Error handler, after
+// naming the version the server speaks if the client asked for no version
+// or another one (RFC 6455 §4.2.2: whichever handler is installed), and
+// logging the refusal.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, reason error) {
+	if !speaksVersion13(r.Header) {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+	}
+	s.logRefused(r, status, reason)
+	s.cfg.Error(w, r, status, reason)
+}
+
+// speaksVersion13 reports whether h's Sec-WebSocket-Version lists 13.
+func speaksVersion13(h http.Header) bool {
+	for _, v := range h.Values("Sec-Websocket-Version") {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(t) == "13" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// logRefused logs a refused upgrade: at Debug during shutdown, at Warn at
+// the connection limit (the operator may raise it), else at Info (the
+// client's handshake was at fault).
+func (s *Server) logRefused(r *http.Request, status int, reason error) {
+	lt, ctx := s.cfg.Log, r.Context()
+	level := slog.LevelInfo
+	switch reason {
+	case ErrShuttingDown:
+		level = slog.LevelDebug
+	case ErrFull:
+		level = slog.LevelWarn
+	}
+	if !lt.Enabled(ctx, level) || !lt.Allow(ctx, level, "ws_upgrade_"+strconv.Itoa(status)) {
+		return
+	}
+	lt.Logger().LogAttrs(ctx, level, "websocket upgrade refused", slog.Int("status", status), slog.String("reason", reason.Error()),
+		slog.String("remote", r.RemoteAddr), slog.String("path", r.URL.Path))
 }
 
 // ErrFull refuses upgrades at the connection limit.
@@ -238,7 +292,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
-		s.cfg.Error(w, r, http.StatusServiceUnavailable, ErrShuttingDown)
+		s.refuse(w, r, http.StatusServiceUnavailable, ErrShuttingDown)
 		return nil, ErrShuttingDown
 	}
 	// A slot is taken before the handshake, so concurrent upgrades cannot
@@ -247,7 +301,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 		s.slots.Add(-1)
 		s.stats.Refused.Add(1)
 		w.Header().Set("Retry-After", "1")
-		s.cfg.Error(w, r, http.StatusServiceUnavailable, ErrFull)
+		s.refuse(w, r, http.StatusServiceUnavailable, ErrFull)
 		return nil, ErrFull
 	}
 	wc, err := s.upgrader.Upgrade(w, r, nil)
@@ -278,6 +332,7 @@ func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
 		format: format,
 		encode: s.cfg.Encoders[format],
 		proto:  proto,
+		id:     s.ids.Add(1),
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
@@ -406,7 +461,7 @@ func (s *Server) shutdown(timeout time.Duration) {
 			}
 		case <-t.C:
 			for _, c := range list {
-				c.finish()
+				c.finish(causeShutdown)
 			}
 			return
 		}

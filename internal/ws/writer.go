@@ -186,7 +186,7 @@ func (c *Conn) writeOut(w *writer, p []byte, borrowed bool, rest [][]byte) (n in
 		return n, true
 	}
 	if err != syscall.EAGAIN {
-		c.finish()
+		c.finish(causeWriteFailed)
 		return n, false
 	}
 	left := p[n:]
@@ -275,10 +275,12 @@ func (c *Conn) writeWait(p []byte) bool {
 	c.nc.SetWriteDeadline(time.Time{})
 	c.account(n)
 	if err != nil {
+		cause := causeWriteFailed
 		if errors.Is(err, syscall.ETIMEDOUT) || isTimeout(err) {
 			c.srv.stats.WriteTimeouts.Add(1)
+			cause = causeWriteTimeout
 		}
-		c.finish()
+		c.finish(cause)
 		return false
 	}
 	return true
