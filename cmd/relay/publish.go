@@ -337,25 +337,15 @@ func writeJSONLine(w io.Writer, v any) {
 	w.Write(append(b, '\n'))
 }
 
-// parseArgs parses flags wherever they stand among the arguments
-// (`relay publish orders hi -user 7` as well as `relay publish -user 7
-// orders hi`), and returns the other arguments in order. After "--"
-// everything is an argument, so a message may start with "-".
+// parseArgs parses the flags (parseFlags lets them stand anywhere among
+// the arguments: `relay publish orders hi -user 7`; after "--" everything
+// is an argument, so a message may start with "-") and returns the other
+// arguments in order.
 func parseArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) ([]string, int, bool) {
-	var pos []string
-	for {
-		if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
-			return nil, code, false
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, 0, true
-		}
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			return append(pos, rest...), 0, true
-		}
-		pos, args = append(pos, rest[0]), rest[1:]
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return nil, code, false
 	}
+	return fs.Args(), 0, true
 }
 
 // parseUser parses a -user flag.
