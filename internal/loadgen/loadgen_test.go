@@ -59,6 +59,9 @@ func TestFanoutDeliversEverything(t *testing.T) {
 	if !res.Memory.Known || res.Memory.PerConnection == nil {
 		t.Errorf("memory %+v: the server has /metrics", res.Memory)
 	}
+	if res.CPU == nil || res.CPU.ServerSeconds == nil || res.CPU.WindowSeconds <= 0 {
+		t.Errorf("cpu %+v: the server has /metrics", res.CPU)
+	}
 }
 
 func TestTopicsSpreadsSubscribersAndPublishes(t *testing.T) {
@@ -74,6 +77,9 @@ func TestTopicsSpreadsSubscribersAndPublishes(t *testing.T) {
 	}
 	if res.Memory.Known || res.Memory.PerConnection != nil || res.Memory.Note == "" {
 		t.Errorf("memory %+v: the server has no /metrics, want unknown with a note", res.Memory)
+	}
+	if res.CPU == nil || res.CPU.ServerSeconds != nil {
+		t.Errorf("cpu %+v: the server has no /metrics, want unknown", res.CPU)
 	}
 }
 

@@ -21,6 +21,7 @@ type Result struct {
 	Publish  *PublishResult  `json:"publish,omitempty"`  // fanout and topics
 	Delivery *DeliveryResult `json:"delivery,omitempty"` // fanout and topics
 	Memory   MemoryResult    `json:"memory"`
+	CPU      *CPUResult      `json:"cpu,omitempty"` // fanout and topics
 
 	// Errors counts errors by stage and cause.
 	Errors map[string]int64 `json:"errors,omitempty"`
@@ -112,6 +113,18 @@ type MemoryResult struct {
 	Note          string   `json:"note,omitempty"`
 }
 
+// CPUResult is the CPU used from the first publish to the end of the
+// drain: the servers' from process_cpu_seconds_total in their /metrics
+// (summed; null when unknown), this process's from getrusage.
+type CPUResult struct {
+	WindowSeconds       float64  `json:"window_seconds"`
+	ServerSeconds       *float64 `json:"server_seconds"`
+	ServerPct           float64  `json:"server_pct_of_core"`
+	ServerUsPerDelivery float64  `json:"server_us_per_delivery"`
+	ServerUsPerPublish  float64  `json:"server_us_per_publish"`
+	LoadgenPct          float64  `json:"loadgen_pct_of_core"`
+}
+
 // Summary writes the human summary.
 func (r *Result) Summary(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
@@ -139,6 +152,14 @@ func (r *Result) Summary(w io.Writer) {
 		p("  latency       p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms", l.P50ms, l.P90ms, l.P99ms, l.P999ms, l.MaxMs)
 		l = d.LastRecipient
 		p("  last recipient p50 %.2f ms, p99 %.2f ms, max %.2f ms (per message, until every subscriber had it)", l.P50ms, l.P99ms, l.MaxMs)
+	}
+	if c := r.CPU; c != nil {
+		if c.ServerSeconds != nil {
+			p("  cpu           server %.0f%% of a core, %.2f µs per delivery, %.1f µs per publish; relay bench %.0f%% of a core",
+				c.ServerPct, c.ServerUsPerDelivery, c.ServerUsPerPublish, c.LoadgenPct)
+		} else {
+			p("  cpu           server unknown (no process_cpu_seconds_total in /metrics); relay bench %.0f%% of a core", c.LoadgenPct)
+		}
 	}
 	if len(r.Errors) > 0 {
 		keys := make([]string, 0, len(r.Errors))

@@ -149,7 +149,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	progressDone := make(chan struct{})
 	go func() { defer close(progressDone); r.progress(pctx) }()
 
-	before, memErr := r.memory(ctx)
+	beforeStats, memErr := r.scrape(ctx)
 
 	t0 := time.Now()
 	r.connect(ctx, cfg.Connections)
@@ -172,9 +172,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	} else {
 		r.warmup(ctx)
 		res.Connect.Ready = r.ready()
+		srv0, srvErr := r.scrape(ctx)
+		cpu0, t0 := cpuSeconds(), time.Now()
 		r.publish(ctx, res)
+		cpu := &CPUResult{WindowSeconds: time.Since(t0).Seconds()}
+		cpu.LoadgenPct = 100 * (cpuSeconds() - cpu0) / cpu.WindowSeconds
+		if srv1, err := r.scrape(ctx); err == nil && srvErr == nil && srv1.cpu > 0 {
+			s := srv1.cpu - srv0.cpu
+			cpu.ServerSeconds = &s
+			cpu.ServerPct = 100 * s / cpu.WindowSeconds
+			if n := res.Delivery.Received; n > 0 {
+				cpu.ServerUsPerDelivery = 1e6 * s / float64(n)
+			}
+			if n := res.Publish.Accepted; n > 0 {
+				cpu.ServerUsPerPublish = 1e6 * s / float64(n)
+			}
+		}
+		res.CPU = cpu
 	}
-	after, memErr2 := r.memory(ctx)
+	afterStats, memErr2 := r.scrape(ctx)
+	before, after := int64(beforeStats.rss), int64(afterStats.rss)
 	res.Memory = MemoryResult{BeforeBytes: before, AfterBytes: after, Known: memErr == nil && memErr2 == nil}
 	switch {
 	case !res.Memory.Known:
@@ -247,50 +264,63 @@ func (r *run) judge(ctx context.Context, res *Result) {
 	res.OK = len(f) == 0
 }
 
-// memory reads process_resident_memory_bytes from every server's
-// /metrics and sums them.
-func (r *run) memory(ctx context.Context) (int64, error) {
-	var sum int64
+// serverStats is what /metrics tells of the servers, summed.
+type serverStats struct {
+	rss, cpu float64
+}
+
+// scrape reads process_resident_memory_bytes and
+// process_cpu_seconds_total from every server's /metrics and sums them.
+func (r *run) scrape(ctx context.Context) (serverStats, error) {
+	var sum serverStats
 	for _, base := range r.cfg.Servers {
-		v, err := r.rss(ctx, base)
+		s, err := r.scrapeOne(ctx, base)
 		if err != nil {
-			return 0, err
+			return serverStats{}, err
 		}
-		sum += v
+		sum.rss += s.rss
+		sum.cpu += s.cpu
 	}
 	return sum, nil
 }
 
-func (r *run) rss(ctx context.Context, base string) (int64, error) {
+func (r *run) scrapeOne(ctx context.Context, base string) (serverStats, error) {
+	var s serverStats
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return s, err
 	}
 	if r.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+r.cfg.APIKey)
 	}
 	resp, err := r.regHTTP.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("%s/metrics: %s", base, shortError(err))
+		return s, fmt.Errorf("%s/metrics: %s", base, shortError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s/metrics answered %d", base, resp.StatusCode)
+		return s, fmt.Errorf("%s/metrics answered %d", base, resp.StatusCode)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				break
+	found := 0
+	for sc.Scan() && found < 2 {
+		line := sc.Text()
+		for name, dst := range map[string]*float64{"process_resident_memory_bytes ": &s.rss, "process_cpu_seconds_total ": &s.cpu} {
+			if v, ok := strings.CutPrefix(line, name); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					*dst = f
+					found++
+				}
 			}
-			return int64(f), nil
 		}
 	}
-	return 0, fmt.Errorf("%s/metrics has no process_resident_memory_bytes", base)
+	if s.rss == 0 {
+		return s, fmt.Errorf("%s/metrics has no process_resident_memory_bytes", base)
+	}
+	return s, nil
 }
 
 // message builds publish seq's body for topic: the message is

@@ -19,3 +19,12 @@ func raiseFileLimit() (soft, hard uint64, err error) {
 	}
 	return uint64(l.Cur), uint64(l.Max), nil
 }
+
+// cpuSeconds is this process's user+system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
