@@ -79,10 +79,15 @@
     for (const p of series) max = Math.max(max, p[1], p[2]);
     max = niceCeil(max);
     setText("chart-max", rf.format(max));
+    // The window is the last five minutes, or less while the node is
+    // younger, but at least one minute.
     const now = series.length ? series[series.length - 1][0] : Date.now();
-    const from = now - SERIES_MAX * 1000;
+    const oldest = series.length ? series[0][0] : now;
+    const span = Math.min(SERIES_MAX * 1000, Math.max(60000, now - oldest));
+    const from = now - span;
+    setText("chart-from", span >= 120000 ? Math.round(span / 60000) + " min ago" : Math.round(span / 1000) + " s ago");
     const pts = (i) => series.map((p) => {
-      const x = Math.max(0, ((p[0] - from) / (SERIES_MAX * 1000)) * W);
+      const x = Math.max(0, ((p[0] - from) / span) * W);
       const y = H - pad - (p[i] / max) * (H - 2 * pad);
       return x.toFixed(1) + "," + y.toFixed(1);
     }).join(" ");

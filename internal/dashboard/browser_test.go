@@ -1,0 +1,310 @@
+package dashboard_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/relayhq/relay/client"
+	"github.com/relayhq/relay/internal/api"
+	"github.com/relayhq/relay/internal/auth"
+	"github.com/relayhq/relay/internal/relaytest"
+	"github.com/relayhq/relay/internal/server"
+)
+
+const testKey = "dashboard-test-key-0123456789"
+
+// chromium finds a headless-capable Chromium. Without one the browser test
+// is skipped, unless RELAY_REQUIRE_BROWSER is set (as .ci/run does).
+func chromium(t *testing.T) string {
+	for _, p := range []string{os.Getenv("RELAY_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
+		if p == "" {
+			continue
+		}
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("RELAY_REQUIRE_BROWSER") != "" {
+		t.Fatal("RELAY_REQUIRE_BROWSER is set but no chromium was found (apt-get install -y chromium)")
+	}
+	t.Skip("no chromium on PATH; set RELAY_REQUIRE_BROWSER=1 to make this a failure")
+	return ""
+}
+
+// keyedServer starts a node whose API takes testKey.
+func keyedServer(t *testing.T) *relaytest.Instance {
+	t.Helper()
+	au, err := auth.New(auth.Config{APIKeys: []string{testKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return relaytest.Start(t, server.Config{API: api.Config{Auth: au}})
+}
+
+// screenshotDir is where the test writes its screenshots: RELAY_SCREENSHOTS,
+// or a new temporary directory that is kept so that it can be looked at.
+func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("RELAY_SCREENSHOTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	d, err := os.MkdirTemp("", "relay-dashboard-screenshots-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestDashboardInBrowser drives the main listener's dashboard in headless
+// Chromium: a wrong key is refused, the right one logs in, a publish made
+// over HTTP moves the live numbers, a publish from the console reaches a
+// subscribed WebSocket client, a watched topic shows a message published
+// over HTTP, history and presence are read, and the page writes no error
+// to its console. It saves desktop (1280×800) and phone (390×844)
+// screenshots.
+func TestDashboardInBrowser(t *testing.T) {
+	bin := chromium(t)
+	in := keyedServer(t)
+	c, err := client.New(in.URL, client.WithHeader("Authorization", "Bearer "+testKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.WindowSize(1280, 800),
+		chromedp.UserDataDir(t.TempDir()), chromedp.Flag("disable-quic", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	poll := func(what, expr string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+				return fmt.Errorf("waiting for %s (%s): %w", what, expr, err)
+			}
+			return nil
+		})
+	}
+	do := func(steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(bctx, steps...); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A wrong key is refused with the form again.
+	do(chromedp.Navigate(in.URL+"/dashboard/"),
+		chromedp.WaitVisible(chromedp.ID("key")),
+		chromedp.SetValue(chromedp.ID("key"), "not-the-key-at-all-000"),
+		chromedp.Click(chromedp.ID("login-submit")),
+		chromedp.WaitVisible(chromedp.ID("login-error")))
+
+	// From here on, the page must write no error to its console. (The
+	// refused login's 401 is logged by the browser as a failed load.)
+	var (
+		mu       sync.Mutex
+		problems []string
+	)
+	cctx, stopConsole := context.WithCancel(bctx)
+	messages := chromedp.Console(cctx)
+	consoleDone := make(chan struct{})
+	go func() {
+		defer close(consoleDone)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.IsException() || m.Type == chromedp.ConsoleWarning {
+				mu.Lock()
+				problems = append(problems, m.String()+" at "+m.URL)
+				mu.Unlock()
+			}
+		}
+	}()
+	defer func() { stopConsole(); <-consoleDone }()
+
+	do(chromedp.SetValue(chromedp.ID("key"), testKey),
+		chromedp.Click(chromedp.ID("login-submit")),
+		chromedp.WaitVisible(chromedp.ID("m-connections")),
+		poll("the first live figures", `document.getElementById("live").textContent === "live"`))
+
+	// Some audience, so that the top topics have rows.
+	var conns []*client.Conn
+	subscribe := func(topic string) *client.Conn {
+		t.Helper()
+		reg, err := c.Register(ctx, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := c.Connect(ctx, reg.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		if err := conn.SetTopics(ctx, topic); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	for i := range 4 {
+		subscribe("orders")
+		if i < 2 {
+			subscribe("chat")
+		}
+	}
+	receiver := subscribe("from-console")
+	do(poll("the top topics", `[...document.querySelectorAll("#top tbody td:first-child")].some(td => td.textContent === "orders")`),
+		poll("the connections card", `document.getElementById("m-connections").textContent === "7"`))
+
+	// A publish over HTTP moves the live numbers.
+	var before string
+	if before, err = chromedp.Run(bctx, chromedp.Text(chromedp.ID("m-publishes"))); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := c.Publish(ctx, client.Publish{Topic: "orders", Message: fmt.Sprintf("order %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do(poll("the publish count to move", fmt.Sprintf(`document.getElementById("m-publishes").textContent !== %q && Number(document.getElementById("m-publishes").textContent.replace(/\D/g, "")) >= 3`, before)),
+		poll("the deliveries count", `Number(document.getElementById("m-deliveries").textContent.replace(/\D/g, "")) >= 12`))
+
+	// A publish from the console reaches a subscribed WebSocket client.
+	const fromConsole = `from the console <b>&amp;</b> "quoted" ✓`
+	do(chromedp.SetValue(chromedp.ID("pub-topic"), "from-console"),
+		chromedp.SetValue(chromedp.ID("pub-message"), fromConsole),
+		chromedp.Click(chromedp.ID("pub-send")),
+		poll("the publish result", `document.getElementById("pub-result").textContent.startsWith("published at offset 1")`))
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	got, err := receiver.Receive(rctx)
+	rcancel()
+	if err != nil || got != fromConsole {
+		t.Fatalf("the subscribed client received %q, %v; want %q", got, err, fromConsole)
+	}
+
+	// A topic watched in the console shows a message published over HTTP,
+	// as text.
+	const watched = `<img src=x id=injected> live ✓`
+	do(chromedp.Click(chromedp.CSS(`.tab[data-tab="watch"]`)),
+		chromedp.SetValue(chromedp.ID("watch-topic"), "watched"),
+		chromedp.Click(chromedp.ID("watch-start")),
+		poll("the watch to subscribe", `document.getElementById("watch-status").dataset.watching === "watched"`))
+	if _, err := c.Publish(ctx, client.Publish{Topic: "watched", Message: watched}); err != nil {
+		t.Fatal(err)
+	}
+	do(poll("the watched message", fmt.Sprintf(`[...document.querySelectorAll("#watch-log .m")].some(e => e.textContent === %q)`, watched)),
+		poll("no injected element", `document.getElementById("injected") === null`))
+
+	// Desktop screenshot, with the chart drawn from a few seconds of load.
+	for i := range 40 {
+		c.Publish(ctx, client.Publish{Topic: "orders", Message: fmt.Sprintf("load %d", i)})
+		if i%10 == 0 {
+			c.Publish(ctx, client.Publish{Topic: "watched", Message: fmt.Sprintf("event %d", i)})
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	do(poll("a few chart points", `document.getElementById("line-a").getAttribute("points").split(" ").length >= 2`))
+	dir := screenshotDir(t)
+	do(chromedp.EmulateViewport(1280, 800), chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`), chromedp.Sleep(300*time.Millisecond))
+	shot := func(name string) {
+		t.Helper()
+		buf, err := chromedp.Run(bctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shot("dashboard-1280x800.png")
+
+	// History and presence of the watched topic.
+	do(chromedp.Click(chromedp.CSS(`.tab[data-tab="history"]`)),
+		chromedp.SetValue(chromedp.ID("hist-topic"), "watched"),
+		chromedp.Click(chromedp.ID("hist-read")),
+		poll("the history", fmt.Sprintf(`[...document.querySelectorAll("#hist-table tbody td.mono")].some(e => e.textContent === %q)`, watched)),
+		chromedp.Click(chromedp.CSS(`.tab[data-tab="presence"]`)),
+		chromedp.SetValue(chromedp.ID("pres-topic"), "watched"),
+		chromedp.Click(chromedp.ID("pres-read")),
+		poll("the presence", `[...document.querySelectorAll("#pres-table tbody td:first-child")].some(e => e.textContent === "0")`))
+
+	// Phone width: nothing but the tables that scroll sideways is wider
+	// than the screen.
+	do(chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(1), chromedp.EmulateMobile),
+		chromedp.Click(chromedp.CSS(`.tab[data-tab="watch"]`)),
+		poll("the phone layout", `window.innerWidth === 390`))
+	wide, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("body *")]
+		.filter(e => !e.closest(".table-scroll") && e.getBoundingClientRect().right > 391)
+		.map(e => e.tagName + "#" + e.id + " " + Math.round(e.getBoundingClientRect().right))`))
+	if err != nil || len(wide) > 0 {
+		t.Errorf("at phone width, wider than the screen: %v %v", wide, err)
+	}
+	do(chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`), chromedp.Sleep(300*time.Millisecond))
+	shot("dashboard-390x844.png")
+	t.Logf("screenshots in %s", dir)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Errorf("the page wrote to its console:\n%s", strings.Join(problems, "\n"))
+	}
+}
+
+// TestDashboardAdminListener serves the dashboard on the admin listener
+// without a login, and the main listener without API keys refuses it.
+func TestDashboardAdminListener(t *testing.T) {
+	ln, err := server.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := ln.Addr().String()
+	ln.Close()
+	in := relaytest.Start(t, server.Config{AdminAddr: admin})
+	var res *http.Response
+	relaytest.Eventually(t, "the admin listener", func() bool {
+		res, err = http.Get("http://" + admin + "/dashboard/")
+		return err == nil
+	})
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.Contains(res.Header.Get("Content-Security-Policy"), "script-src 'self'") {
+		t.Fatalf("admin /dashboard/: %s, CSP %q", res.Status, res.Header.Get("Content-Security-Policy"))
+	}
+	res, err = http.Get(in.URL + "/dashboard/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("main /dashboard/ without keys: %s %s", res.Status, res.Header.Get("Content-Type"))
+	}
+	res, err = http.Post(in.URL+"/dashboard/api/publish", "application/json", strings.NewReader(`{"topic":"x","message":"y"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound {
+		t.Fatalf("main publish console without keys: %s", res.Status)
+	}
+}
