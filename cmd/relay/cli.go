@@ -38,6 +38,7 @@ func commands() []command {
 		{"token", "-sub USER", "mint a connect token for development", token},
 		{"checktoken", "TOKEN", "say whether and why the server would accept a connect token", checktoken},
 		{"version", "", "print the version and the VCS revision it was built from", versionCmd},
+		{"health", "", "check a server's /health (for container health checks)", healthCmd},
 	}
 }
 
