@@ -24,6 +24,7 @@ import (
 	"github.com/relayhq/relay/docs"
 	"github.com/relayhq/relay/internal/auth"
 	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/logthrottle"
 	"github.com/relayhq/relay/internal/ratelimit"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
@@ -55,6 +56,9 @@ type Config struct {
 	RegisterLimit, ConnectLimit *ratelimit.Limiter
 	// NodeID names this node in /readyz answers.
 	NodeID string
+	// Logs budgets the lines logged for refused requests and closed
+	// sockets; nil: a Throttle of its own over New's logger.
+	Logs *logthrottle.Throttle
 }
 
 // Defaults for the zero Config.
@@ -70,6 +74,7 @@ type API struct {
 	broker  relay.Broker
 	ws      *ws.Server
 	log     *slog.Logger
+	logs    *logthrottle.Throttle
 	handler http.Handler
 	routes  []Route
 	stats   Stats
@@ -89,7 +94,10 @@ func New(cfg Config, h *hub.Hub, b relay.Broker, wss *ws.Server, log *slog.Logge
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &API{cfg: cfg, hub: h, broker: b, ws: wss, log: log}
+	a := &API{cfg: cfg, hub: h, broker: b, ws: wss, log: log, logs: cfg.Logs}
+	if a.logs == nil {
+		a.logs = logthrottle.New(log, logthrottle.Config{})
+	}
 	a.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
 	if a.cfg.Auth == nil {
 		a.cfg.Auth, _ = auth.New(auth.Config{}) // the open mode cannot fail
@@ -100,7 +108,7 @@ func New(cfg Config, h *hub.Hub, b relay.Broker, wss *ws.Server, log *slog.Logge
 		a.routes = append(a.routes, rt.Route)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		a.failStatus(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+		a.failStatus(w, r, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
 	a.handler = a.cors(mux)
 	return a
@@ -166,7 +174,7 @@ func (a *API) keyed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := a.cfg.Auth.CheckKey(r.Header.Get("Authorization")); err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="relay"`)
-			a.fail(w, err)
+			a.fail(w, r, err)
 			return
 		}
 		h(w, r)
@@ -182,7 +190,7 @@ func (a *API) limited(l *ratelimit.Limiter, what string, h http.HandlerFunc) htt
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && !l.Allow(ap.Addr(), time.Now()) {
 			a.stats.limited(what)
 			w.Header().Set("Retry-After", "1")
-			a.failStatus(w, http.StatusTooManyRequests, "too many "+what+" requests from your address; slow down and retry")
+			a.failStatus(w, r, http.StatusTooManyRequests, "too many "+what+" requests from your address; slow down and retry")
 			return
 		}
 		h(w, r)
@@ -210,7 +218,7 @@ func (a *API) methods(method string, h http.HandlerFunc) http.Handler {
 			return
 		}
 		w.Header().Set("Allow", method+", OPTIONS")
-		a.failStatus(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, method))
+		a.failStatus(w, r, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, method))
 	})
 }
 
@@ -219,9 +227,10 @@ func (a *API) allowedOrigin(origin string) bool {
 	return a.anyOrig || slices.Contains(a.cfg.AllowedOrigins, origin)
 }
 
-// UpgradeError answers a failed WebSocket handshake like any other refusal.
+// UpgradeError answers a failed WebSocket handshake like any other refusal
+// (the WebSocket server has logged it).
 func (a *API) UpgradeError(w http.ResponseWriter, r *http.Request, status int, reason error) {
-	a.failStatus(w, status, "websocket upgrade failed: "+reason.Error())
+	a.answer(w, status, "websocket upgrade failed: "+reason.Error())
 }
 
 // CheckOrigin is the WebSocket upgrade's origin check: requests without an
@@ -257,7 +266,7 @@ func (a *API) cors(next http.Handler) http.Handler {
 		}
 		if r.Method == http.MethodOptions {
 			if origin != "" && !a.allowedOrigin(origin) {
-				a.failStatus(w, http.StatusForbidden, fmt.Sprintf("origin %q is not allowed", origin))
+				a.failStatus(w, r, http.StatusForbidden, fmt.Sprintf("origin %q is not allowed", origin))
 				return
 			}
 			w.WriteHeader(http.StatusNoContent)
@@ -272,11 +281,11 @@ func (a *API) cors(next http.Handler) http.Handler {
 // check: a node whose engine is down keeps its sockets open.
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	if a.closing.Load() {
-		a.failStatus(w, http.StatusServiceUnavailable, "shutting down")
+		a.failStatus(w, r, http.StatusServiceUnavailable, "shutting down")
 		return
 	}
 	if err := a.broker.Ready(); err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
@@ -287,7 +296,7 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	if a.closing.Load() {
-		a.failStatus(w, http.StatusServiceUnavailable, "shutting down")
+		a.failStatus(w, r, http.StatusServiceUnavailable, "shutting down")
 		return
 	}
 	w.WriteHeader(http.StatusOK)
@@ -338,23 +347,23 @@ func putBody(bp *[]byte) {
 func (a *API) register(w http.ResponseWriter, r *http.Request) {
 	b, err := a.body(w, r)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	req, err := decodeRegister(*b)
 	putBody(b)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	base, err := a.socketBase(r)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	id, err := a.hub.Register(r.Context(), req.User)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
@@ -412,7 +421,7 @@ func validHost(h string) bool {
 
 func (a *API) unregister(w http.ResponseWriter, r *http.Request) {
 	if err := a.hub.Unregister(r.Context(), relay.ClientID(r.PathValue("id"))); err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusOK)

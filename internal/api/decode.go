@@ -101,7 +101,10 @@ func decodePublish(body []byte, maxMessage int) (publishRequest, error) {
 
 // decodeTopics decodes the seed protocol's {"topics": [...]} command,
 // refusing more than maxTopics names before decoding any (see
-// decodeV1Command).
+// decodeV1Command). A text that is not a topics command at all (not JSON,
+// not an object, or without a "topics" array) is refused with a
+// *notTopicsCommand, which the seed protocol ignores; a topics array with
+// bad entries is a topics command, refused.
 func decodeTopics(msg []byte, maxTopics int) ([]string, error) {
 	var raw []byte
 	err := decodeObject(msg, func(key, val []byte) {
@@ -110,13 +113,24 @@ func decodeTopics(msg []byte, maxTopics int) ([]string, error) {
 		}
 	})
 	if err != nil {
-		return nil, err
+		return nil, &notTopicsCommand{err}
 	}
 	if isNull(raw) {
-		return nil, fmt.Errorf(`topics is required: send {"topics": ["name", ...]}: %w`, relay.ErrInvalid)
+		return nil, &notTopicsCommand{fmt.Errorf(`topics is required: send {"topics": ["name", ...]}: %w`, relay.ErrInvalid)}
+	}
+	if elements(raw) < 0 {
+		return nil, &notTopicsCommand{fmt.Errorf("topics must be an array of strings: %w", relay.ErrInvalid)}
 	}
 	return decodeTopicNames(raw, maxTopics)
 }
+
+// notTopicsCommand is decodeTopics' refusal of a text that is no topics
+// command: the tutorial's server ignores such texts, and so does the seed
+// protocol.
+type notTopicsCommand struct{ err error }
+
+func (e *notTopicsCommand) Error() string { return e.err.Error() }
+func (e *notTopicsCommand) Unwrap() error { return e.err }
 
 // decodeTopicNames decodes a JSON array of topic names (raw is valid JSON,
 // from members), counting it first and refusing more than maxTopics

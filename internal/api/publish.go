@@ -16,18 +16,18 @@ const maxBatch = 1000
 func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	b, err := a.body(w, r)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	p, err := decodePublish(*b, a.cfg.MaxMessageBytes)
 	putBody(b)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	rc, err := a.publishOne(r.Context(), p)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	var out [128]byte
@@ -71,13 +71,13 @@ func appendReceipt(b []byte, rc relay.Receipt) []byte {
 func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
 	b, err := a.body(w, r)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	events, err := decodeBatch(*b)
 	if err != nil {
 		putBody(b)
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	out := make([]byte, 0, 64*len(events)+16)

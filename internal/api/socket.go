@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 // the registration. Unknown ids get 404 and no upgrade.
 func (a *API) socket(w http.ResponseWriter, r *http.Request) {
 	id := relay.ClientID(r.PathValue("id"))
-	if !a.ready(w) {
+	if !a.ready(w, r) {
 		return
 	}
 	// Claimed before the upgrade, so that of two sockets for one id the
@@ -26,9 +27,9 @@ func (a *API) socket(w http.ResponseWriter, r *http.Request) {
 	cancel()
 	if err != nil {
 		if errors.Is(err, relay.ErrNotFound) {
-			a.failStatus(w, http.StatusNotFound, "no registration with id "+string(id)+"; POST /register first")
+			a.failStatus(w, r, http.StatusNotFound, "no registration with id "+string(id)+"; POST /register first")
 		} else {
-			a.fail(w, err)
+			a.fail(w, r, err)
 		}
 		return
 	}
@@ -45,10 +46,10 @@ const claimTimeout = 5 * time.Second
 
 // ready refuses new sockets with 503 while the engine is unreachable: they
 // could neither subscribe nor be found by other nodes.
-func (a *API) ready(w http.ResponseWriter) bool {
+func (a *API) ready(w http.ResponseWriter, r *http.Request) bool {
 	if err := a.broker.Ready(); err != nil {
 		w.Header().Set("Retry-After", "1")
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return false
 	}
 	return true
@@ -60,15 +61,15 @@ func (a *API) ready(w http.ResponseWriter) bool {
 func (a *API) tokenSocket(w http.ResponseWriter, r *http.Request) {
 	tok := r.URL.Query().Get("token")
 	if tok == "" {
-		a.failStatus(w, http.StatusUnauthorized, "connect with /ws?token=<JWT>, or to a registration's /ws/{id}")
+		a.failStatus(w, r, http.StatusUnauthorized, "connect with /ws?token=<JWT>, or to a registration's /ws/{id}")
 		return
 	}
 	claims, err := a.cfg.Auth.Verify(tok)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
-	if !a.ready(w) {
+	if !a.ready(w, r) {
 		return
 	}
 	c, err := a.ws.Upgrade(w, r)
@@ -110,14 +111,26 @@ func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error
 		a.log.Warn("binding a socket to its registration failed", "err", err)
 		c.CloseWith(relay.CloseInternal, "the server could not bind the connection; reconnect")
 	default:
-		a.log.Debug("socket connected", "user_id", client.User, "protocol", c.Subprotocol(), "remote", c.RemoteAddr().String())
+		proto := c.Subprotocol()
+		if proto == "" {
+			proto = "seed"
+		}
+		c.SetLogAttrs(slog.Uint64("user_id", uint64(client.User)), slog.String("protocol", proto))
+		if ctx := context.Background(); a.logs.Allow(ctx, slog.LevelDebug, "ws_connect") {
+			a.logs.Logger().LogAttrs(ctx, slog.LevelDebug, "socket connected", slog.Uint64("conn", c.ID()), slog.Uint64("user_id", uint64(client.User)),
+				slog.String("protocol", proto), slog.String("remote", c.RemoteAddr().String()))
+		}
 	}
 	c.Start(h)
 }
 
 // seedSession speaks the seed protocol on one socket: the text
-// {"topics": [...]} replaces the client's topics, the text "ping" is
-// ignored, and anything else closes the socket with 1008 and a reason.
+// {"topics": [...]} replaces the client's topics, and a topics command the
+// server refuses (bad or forbidden topic names, too many) closes the socket
+// with 1008 and a reason. Every other text ("ping", but also an app's own
+// {"type":"hello"} or text that is not JSON) is ignored, as the tutorial's
+// server ignores it; those other than "ping" are counted and logged at
+// Debug.
 type seedSession struct{ session }
 
 // session is what both protocols' sessions hold: the API and the client
@@ -127,11 +140,11 @@ type session struct {
 	client *hub.Client // nil when the attach failed
 }
 
-// HandleClose unbinds the socket from its client.
+// HandleClose unbinds the socket from its client. (The WebSocket server
+// logs the close, with the user SetLogAttrs gave it.)
 func (s *session) HandleClose(c *ws.Conn) {
 	if s.client != nil {
 		s.api.hub.Detach(s.client, c)
-		s.api.log.Debug("socket closed", "user_id", s.client.User, "remote", c.RemoteAddr().String())
 	}
 }
 
@@ -143,10 +156,27 @@ func (s *seedSession) HandleText(c *ws.Conn, msg []byte) {
 		return
 	}
 	topics, err := decodeTopics(msg, s.api.hub.MaxTopics())
+	if nc := (*notTopicsCommand)(nil); errors.As(err, &nc) {
+		s.ignored(c, len(msg), nc)
+		return
+	}
 	if err == nil {
 		err = s.api.hub.SetTopics(s.client, c, topics)
 	}
 	if err != nil {
 		c.CloseWith(relay.ClosePolicy, trimSentinel(err))
 	}
+}
+
+// ignored counts a text that is no command and logs it at Debug (kind
+// "seed_ignored"): its size and why it is no command, never its content.
+func (s *seedSession) ignored(c *ws.Conn, size int, why error) {
+	s.api.stats.seedIgnored.Add(1)
+	lt, ctx := s.api.logs, context.Background()
+	if !lt.Allow(ctx, slog.LevelDebug, "seed_ignored") {
+		return
+	}
+	lt.Logger().LogAttrs(ctx, slog.LevelDebug, "seed text ignored: not a topics command", slog.Uint64("conn", c.ID()),
+		slog.Uint64("user_id", uint64(s.client.User)), slog.String("remote", c.RemoteAddr().String()),
+		slog.Int("bytes", size), slog.String("why", trimSentinel(why)))
 }

@@ -25,23 +25,23 @@ type historyMessage struct {
 func (a *API) history(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
 	if err := a.hub.CheckTopic(topic); err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	q := r.URL.Query()
 	since, err := queryUint(q.Get("since"), "since", 0, ^uint64(0), 0)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	limit, err := queryUint(q.Get("limit"), "limit", 1, maxHistoryLimit, defaultHistoryLimit)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	page, err := a.broker.History(r.Context(), topic, since, int(limit))
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	msgs := make([]historyMessage, len(page.Messages))
@@ -62,12 +62,12 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 func (a *API) presence(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
 	if err := a.hub.CheckTopic(topic); err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	users, err := a.hub.Presence(r.Context(), topic)
 	if err != nil {
-		a.fail(w, err)
+		a.fail(w, r, err)
 		return
 	}
 	total := 0

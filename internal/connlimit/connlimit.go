@@ -22,8 +22,8 @@
 // connections, both under Limiter.mu, which is taken on accept, on the
 // http.Server's connection state changes and when a connection closes;
 // nothing on a WebSocket's read or write path takes it. A conn owns its
-// socket; closing it gives its slot back exactly once. Limiter.logMu
-// guards the accept-error log's counts and is never held with mu.
+// socket; closing it gives its slot back exactly once. Lines are logged
+// outside mu, within the budgets of a logthrottle.Throttle.
 package connlimit
 
 import (
@@ -36,6 +36,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relayhq/relay/internal/logthrottle"
 )
 
 // Config sets the caps. The zero value works: every zero field takes the
@@ -60,6 +62,9 @@ type Config struct {
 	// to, such as a load balancer or a proxy that many clients share. Their
 	// connections still count towards MaxOpen and MaxPending.
 	Exempt []netip.Prefix
+	// Logs budgets the lines logged for shed and refused connections and
+	// failed accepts; nil: a Throttle of its own over New's logger.
+	Logs *logthrottle.Throttle
 }
 
 // Defaults.
@@ -116,10 +121,9 @@ type Limiter struct {
 	maxOpen, maxPending, maxPerAddr int // <= 0: no cap
 	exempt                          []netip.Prefix
 	stats                           *Stats
-	log                             *slog.Logger
+	logs                            *logthrottle.Throttle
 
 	// Tests replace these.
-	now        func() time.Time
 	backoffMin time.Duration // first wait after a failed accept
 	backoffMax time.Duration
 
@@ -129,22 +133,24 @@ type Limiter struct {
 	perAddr    map[netip.Addr]int // pending connections by address key, exempt ones left out
 	head, tail *conn              // pending connections; see victimLocked for the order
 
-	logMu      sync.Mutex
-	loggedAt   time.Time // last accept-error line
-	unreported int       // accept errors since that line
+	unreported atomic.Uint64 // accept errors since the last accept-error line
 }
 
 // New returns a Limiter for cfg. Its counters go to stats, or to a Stats of
 // its own when stats is nil; passing one lets a caller hand the pointer to
-// a metrics exporter before the Limiter exists. log receives the
-// accept-error lines; nil discards them. New starts nothing.
+// a metrics exporter before the Limiter exists. log receives the lines
+// for shed and refused connections and failed accepts, within cfg.Logs'
+// budgets (or those of a Throttle of its own); nil discards them. New
+// starts nothing.
 func New(cfg Config, stats *Stats, log *slog.Logger) *Limiter {
 	if stats == nil {
 		stats = new(Stats)
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	logs := cfg.Logs
+	if logs == nil {
+		logs = logthrottle.New(log, logthrottle.Config{})
 	}
+	logs.Limit(kindAcceptError, 1, logEvery)
 	def := func(v, d int) int {
 		if v == 0 {
 			return d
@@ -157,8 +163,7 @@ func New(cfg Config, stats *Stats, log *slog.Logger) *Limiter {
 		maxPerAddr: def(cfg.MaxPerAddress, DefaultMaxPerAddress),
 		exempt:     cfg.Exempt,
 		stats:      stats,
-		log:        log,
-		now:        time.Now,
+		logs:       logs,
 		backoffMin: 5 * time.Millisecond,
 		backoffMax: time.Second,
 		perAddr:    make(map[netip.Addr]int),
@@ -301,6 +306,7 @@ func (l *Limiter) admit(c *conn) bool {
 	}
 	l.mu.Lock()
 	var victim *conn
+	var victimIdle bool
 	perAddr := !c.exempt && l.maxPerAddr > 0 && l.perAddr[c.key] >= l.maxPerAddr
 	openFull := l.maxOpen > 0 && l.open >= l.maxOpen
 	pendingFull := l.maxPending > 0 && l.pending >= l.maxPending
@@ -320,10 +326,11 @@ func (l *Limiter) admit(c *conn) bool {
 		if victim == nil {
 			l.mu.Unlock()
 			l.stats.Refused.Add(1)
+			l.logCap(slog.LevelWarn, kindRefused, "connection refused: a cap is reached and every connection under it is busy", c, nil, perAddr, openFull)
 			return false
 		}
 		victim.shed.Store(true) // before any StateActive hook of its can run: see Install
-		if victim.state == idle {
+		if victimIdle = victim.state == idle; victimIdle {
 			l.stats.ShedIdle.Add(1)
 		} else {
 			l.stats.ShedReading.Add(1)
@@ -348,8 +355,46 @@ func (l *Limiter) admit(c *conn) bool {
 		// Outside the lock; the victim's slot is already free, and its
 		// own later Close does nothing more.
 		victim.Close()
+		if victimIdle {
+			l.logCap(slog.LevelDebug, kindShedIdle, "idle connection closed to make room", c, victim, perAddr, openFull)
+		} else {
+			l.logCap(slog.LevelInfo, kindShedReading, "connection still sending its first request closed to make room", c, victim, perAddr, openFull)
+		}
 	}
 	return true
+}
+
+// Log kinds (package logthrottle).
+const (
+	kindAcceptError = "accept_error"
+	kindRefused     = "conn_refused"
+	kindShedIdle    = "conn_shed_idle"
+	kindShedReading = "conn_shed_reading"
+)
+
+// logCap logs a connection closed at a cap: the newcomer c, refused, or
+// the victim closed to make room for it, with the cap that was reached and
+// both addresses. Shedding an idle keep-alive connection is routine
+// (Debug); shedding one still sending its first request (slowloris, Info)
+// and refusing a newcomer (Warn) say a cap is too low or an attack is under
+// way.
+func (l *Limiter) logCap(level slog.Level, kind, msg string, c, victim *conn, perAddr, openFull bool) {
+	ctx := context.Background()
+	if !l.logs.Allow(ctx, level, kind) {
+		return
+	}
+	limit := "http"
+	switch {
+	case perAddr:
+		limit = "per_address"
+	case openFull:
+		limit = "open"
+	}
+	attrs := []slog.Attr{slog.String("cap", limit), slog.String("remote", c.RemoteAddr().String())}
+	if victim != nil {
+		attrs = append(attrs, slog.String("closed", victim.RemoteAddr().String()))
+	}
+	l.logs.Logger().LogAttrs(ctx, level, msg, attrs...)
 }
 
 // victimLocked returns the pending connection to close for a newcomer:

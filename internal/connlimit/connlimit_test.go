@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/relayhq/relay/internal/logthrottle"
 )
 
 // fakeConn is a net.Conn from a given address that records its closes.
@@ -29,8 +31,10 @@ func newTestLimiter(t *testing.T, cfg Config) (*Limiter, *clock) {
 	t.Helper()
 	clk := &clock{}
 	clk.t.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	if cfg.Logs == nil {
+		cfg.Logs = logthrottle.New(nil, logthrottle.Config{Now: clk.now})
+	}
 	l := New(cfg, nil, nil)
-	l.now = clk.now
 	return l, clk
 }
 

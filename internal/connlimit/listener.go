@@ -1,8 +1,10 @@
 package connlimit
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -84,28 +86,18 @@ func retryable(err error) bool {
 	return errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
-// acceptFailed counts a failed accept and logs it if no line was logged in
-// the last logEvery; the line says how many failures there were since the
-// previous one. Under descriptor exhaustion the backoff alone would still
-// log one line a second.
+// acceptFailed counts a failed accept and logs it, within its budget of
+// one line per logEvery (kind "accept_error"); the line says how many
+// failures there were since the previous one. Under descriptor exhaustion
+// the backoff alone would still log one line a second.
 func (l *Limiter) acceptFailed(err error) {
 	l.stats.AcceptErrors.Add(1)
-	now := l.now()
-	l.logMu.Lock()
-	l.unreported++
-	last := l.loggedAt
-	if !last.IsZero() && now.Sub(last) < logEvery {
-		l.logMu.Unlock()
+	l.unreported.Add(1)
+	ctx := context.Background()
+	if !l.logs.Allow(ctx, slog.LevelError, kindAcceptError) {
 		return
 	}
-	n := l.unreported
-	l.unreported, l.loggedAt = 0, now
-	l.logMu.Unlock()
-	if last.IsZero() {
-		l.log.Error("accept failing; retrying", "err", err, "errors", n)
-	} else {
-		l.log.Error("accept failing; retrying", "err", err, "errors", n, "period", now.Sub(last).Round(time.Second))
-	}
+	l.logs.Logger().LogAttrs(ctx, slog.LevelError, "accept failing; retrying", slog.Any("err", err), slog.Uint64("errors", l.unreported.Swap(0)))
 }
 
 // conn is an accepted connection, counted until it is closed.

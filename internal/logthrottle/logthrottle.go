@@ -41,6 +41,8 @@ type Config struct {
 	GlobalBurst int     // default 100
 	// Summary is how often, at most, suppressed lines are reported.
 	Summary time.Duration // default 10s
+	// Now is the clock; nil is time.Now. Tests replace it.
+	Now func() time.Time
 }
 
 // Defaults for the zero Config.
@@ -122,7 +124,10 @@ func New(log *slog.Logger, cfg Config) *Throttle {
 	if cfg.Summary <= 0 {
 		cfg.Summary = DefaultSummary
 	}
-	t := &Throttle{log: log, cfg: cfg, now: time.Now, kinds: make(map[string]*kind)}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	t := &Throttle{log: log, cfg: cfg, now: cfg.Now, kinds: make(map[string]*kind), flushed: cfg.Now()}
 	t.global = bucket{rate: cfg.GlobalRate, burst: float64(cfg.GlobalBurst), tokens: float64(cfg.GlobalBurst)}
 	return t
 }
@@ -197,9 +202,6 @@ func (t *Throttle) addLocked(name string, now time.Time) *kind {
 			return k
 		}
 		name = "other"
-	}
-	if t.flushed.IsZero() {
-		t.flushed = now
 	}
 	k := &kind{bucket: bucket{rate: t.cfg.Rate, burst: float64(t.cfg.Burst), tokens: float64(t.cfg.Burst), at: now}}
 	t.kinds[name] = k

@@ -43,9 +43,9 @@ func (s *syncBuffer) reset() {
 // the test moves.
 func newTest(level slog.Level, cfg Config) (*Throttle, *syncBuffer, *time.Time) {
 	var buf syncBuffer
-	lt := New(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level})), cfg)
 	now := time.Unix(1e9, 0)
-	lt.now = func() time.Time { return now }
+	cfg.Now = func() time.Time { return now }
+	lt := New(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level})), cfg)
 	return lt, &buf, &now
 }
 

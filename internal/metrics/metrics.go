@@ -62,6 +62,9 @@ func Handler(src Sources) http.Handler {
 	counter("relay_ws_messages_received_total", "Text messages received from clients.", func() float64 { return float64(w.MessagesIn.Load()) })
 	counter("relay_slow_messages_total", "Connections closed (1008) because a message took longer than -message-timeout to arrive.", func() float64 { return float64(w.SlowMessages.Load()) })
 	counter("relay_connections_refused_total", "WebSocket upgrades refused at the connection limit.", func() float64 { return float64(w.Refused.Load()) })
+	if a := src.API; a != nil {
+		counter("relay_seed_ignored_frames_total", "Texts seed sockets sent that were neither a topics command nor ping, ignored as the tutorial's server ignores them.", func() float64 { return float64(a.SeedIgnored()) })
+	}
 	if c := src.Conns; c != nil {
 		labeled := func(kind, name, help, label, value string, f func() float64) {
 			opts := prometheus.Opts{Name: name, Help: help, ConstLabels: prometheus.Labels{label: value}}

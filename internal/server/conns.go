@@ -6,10 +6,10 @@ import (
 	"log"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/relayhq/relay/internal/connlimit"
+	"github.com/relayhq/relay/internal/logthrottle"
 )
 
 // ConnStats returns the counters of the main listener's connection caps
@@ -35,60 +35,33 @@ func tlsConfig() *tls.Config {
 	}
 }
 
-// The http.Server error log passes at most errorLogBurst lines per
-// errorLogWindow.
+// The http.Server error log passes bursts of errorLogBurst lines, then one
+// line per errorLogWindow/errorLogBurst: errorLogBurst per errorLogWindow.
 const (
 	errorLogBurst  = 10
 	errorLogWindow = 10 * time.Second
 )
 
-// errorLog returns the http.Server's ErrorLog: its lines go to log at Warn,
-// at most errorLogBurst per errorLogWindow. net/http logs a line per failed
-// TLS handshake and per broken request, so without a cap anyone can fill
-// the log (and the disk) by opening connections and dropping them. When
-// lines are dropped, one line says so, and the first line of a later
-// window says how many.
-func errorLog(l *slog.Logger) *log.Logger {
-	return newLimitedLog(l, time.Now)
+// kindServerError is the http.Server error log's budget in the node's
+// logthrottle.Throttle.
+const kindServerError = "http_server_error"
+
+// errorLog returns the http.Server's ErrorLog: its lines go to lt's logger
+// at Warn, within the budget of kindServerError. net/http logs a line per
+// failed TLS handshake and per broken request, so without a cap anyone can
+// fill the log (and the disk) by opening connections and dropping them.
+// Dropped lines are counted in lt's "log lines suppressed" summaries.
+func errorLog(lt *logthrottle.Throttle) *log.Logger {
+	lt.Limit(kindServerError, errorLogBurst, errorLogWindow/errorLogBurst)
+	return log.New(limitedLog{lt}, "", 0)
 }
 
-func newLimitedLog(l *slog.Logger, now func() time.Time) *log.Logger {
-	return log.New(&limitedLog{log: l, now: now}, "", 0)
-}
+type limitedLog struct{ lt *logthrottle.Throttle }
 
-type limitedLog struct {
-	log *slog.Logger
-	now func() time.Time
-
-	mu         sync.Mutex
-	start      time.Time // of the current window
-	n          int       // lines in the current window
-	suppressed int       // of them, dropped
-}
-
-func (w *limitedLog) Write(p []byte) (int, error) {
-	now := w.now()
-	w.mu.Lock()
-	var dropped int
-	if w.start.IsZero() || now.Sub(w.start) >= errorLogWindow {
-		dropped = w.suppressed
-		w.start, w.n, w.suppressed = now, 0, 0
-	}
-	w.n++
-	pass, first := w.n <= errorLogBurst, w.n == errorLogBurst+1
-	if !pass {
-		w.suppressed++
-	}
-	w.mu.Unlock()
+func (w limitedLog) Write(p []byte) (int, error) {
 	ctx := context.Background()
-	if dropped > 0 {
-		w.log.Log(ctx, slog.LevelWarn, "http server error lines suppressed", "lines", dropped, "window", errorLogWindow)
-	}
-	switch {
-	case pass:
-		w.log.Log(ctx, slog.LevelWarn, strings.TrimSuffix(string(p), "\n"))
-	case first:
-		w.log.Log(ctx, slog.LevelWarn, "http server error log rate-limited; dropping lines until the window ends", "max_lines", errorLogBurst, "window", errorLogWindow)
+	if w.lt.Allow(ctx, slog.LevelWarn, kindServerError) {
+		w.lt.Logger().LogAttrs(ctx, slog.LevelWarn, strings.TrimSuffix(string(p), "\n"))
 	}
 	return len(p), nil
 }

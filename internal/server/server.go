@@ -19,6 +19,7 @@ import (
 	"github.com/relayhq/relay/internal/connlimit"
 	"github.com/relayhq/relay/internal/dashboard"
 	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/logthrottle"
 	"github.com/relayhq/relay/internal/memorybroker"
 	"github.com/relayhq/relay/internal/metrics"
 	"github.com/relayhq/relay/internal/relay"
@@ -73,6 +74,9 @@ type Server struct {
 	Broker  *memorybroker.Broker // the memory engine, nil with another
 	metrics http.Handler
 	conns   connlimit.Stats // the main listener's connections; see ConnStats
+	// logs budgets the lines clients can cause (refusals, closes) for
+	// every component, under one global cap.
+	logs *logthrottle.Throttle
 
 	// Dashboard is served at /dashboard/ on the admin listener, and on the
 	// main listener behind a login when API keys are configured.
@@ -95,7 +99,7 @@ func New(cfg Config, log *slog.Logger) *Server {
 	def(&cfg.WriteTimeout, 30*time.Second)
 	def(&cfg.IdleTimeout, 120*time.Second)
 
-	s := &Server{cfg: cfg, log: log, Engine: cfg.Engine}
+	s := &Server{cfg: cfg, log: log, Engine: cfg.Engine, logs: logthrottle.New(log, logthrottle.Config{})}
 	if s.Engine == nil {
 		s.Broker = memorybroker.New(cfg.Memory, nil)
 		s.Engine = s.Broker
@@ -118,12 +122,18 @@ func New(cfg Config, log *slog.Logger) *Server {
 	wsCfg.Error = func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 		a.UpgradeError(w, r, status, reason)
 	}
+	if wsCfg.Log == nil {
+		wsCfg.Log = s.logs
+	}
 	s.WS = ws.New(wsCfg)
 	apiCfg := cfg.API
 	if cfg.Metrics {
 		apiCfg.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.metrics.ServeHTTP(w, r) })
 	}
 	apiCfg.NodeID = cfg.NodeID
+	if apiCfg.Logs == nil {
+		apiCfg.Logs = s.logs
+	}
 	a = api.New(apiCfg, s.Hub, s.Engine, s.WS, log.With("component", "api"))
 	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns, Engine: s.Engine, NodeID: cfg.NodeID})
 	s.API = a
@@ -149,7 +159,11 @@ const maxStreamsPerConn = 16
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// The limiter wraps the TCP listener, beneath TLS, so it counts and
 	// caps connections whether or not they speak TLS.
-	limiter := connlimit.New(s.cfg.Conns, &s.conns, s.log.With("component", "connlimit"))
+	connCfg := s.cfg.Conns
+	if connCfg.Logs == nil {
+		connCfg.Logs = s.logs
+	}
+	limiter := connlimit.New(connCfg, &s.conns, s.log)
 	ln = limiter.Listener(ln)
 	srv := &http.Server{
 		Handler:           dashboard.Mount(s.API, s.Dashboard.Public(), s.Dashboard.Landing()),
@@ -158,7 +172,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		WriteTimeout:      s.cfg.WriteTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errorLog(s.log),
+		ErrorLog:          errorLog(s.logs),
 	}
 	if s.cfg.TLSCert != "" {
 		srv.TLSConfig = tlsConfig()
@@ -182,6 +196,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { return s.API.Run(ctx) })
+	g.Go(func() error { return s.logs.Run(ctx) })
+	defer s.logs.Flush() // what was suppressed during the shutdown
 	g.Go(func() error { return s.Dashboard.Run(ctx) })
 	g.Go(func() error { return s.Hub.Run(ctx) })
 	// The engine outlives the sockets, so that those closed at shutdown
