@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -20,6 +21,7 @@ import (
 	"github.com/relayhq/relay/docs"
 	"github.com/relayhq/relay/internal/api"
 	"github.com/relayhq/relay/internal/auth"
+	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/ratelimit"
 	"github.com/relayhq/relay/internal/relaytest"
 	"github.com/relayhq/relay/internal/server"
@@ -123,6 +125,9 @@ type kase struct {
 	resp string
 	// allow is the Allow header a 405 must carry.
 	allow string
+	// offSchema marks a request that is answered 2xx although its body
+	// does not match the request schema (skips checkRequest).
+	offSchema bool
 }
 
 const (
@@ -167,6 +172,8 @@ func TestResponsesMatchSpec(t *testing.T) {
 		RegisterLimit: ratelimit.New(0.001, 1, nil, 100),
 		ConnectLimit:  ratelimit.New(0.001, 1, nil, 100),
 	}})
+	// full: a registration table of one.
+	full := relaytest.Start(t, server.Config{Hub: hub.Config{MaxRegistrations: 1}})
 	// draining: as after a shutdown began.
 	draining := relaytest.Start(t, server.Config{})
 	draining.Server.API.Drain()
@@ -221,6 +228,8 @@ func TestResponsesMatchSpec(t *testing.T) {
 		{name: "register body too large", in: main, method: "POST", path: "/register", hdr: key, body: `{"user_id": 1, "pad": "` + strings.Repeat("x", 3000) + `"}`, want: 413},
 		{name: "register first", in: limited, method: "POST", path: "/register", body: `{"user_id": 1}`, want: 200},
 		{name: "register rate limited", in: limited, method: "POST", path: "/register", body: `{"user_id": 1}`, want: 429},
+		{name: "register fills the table", in: full, method: "POST", path: "/register", body: `{"user_id": 1}`, want: 200},
+		{name: "register table full", in: full, method: "POST", path: "/register", body: `{"user_id": 1}`, want: 429},
 		{name: "register engine down", in: down, method: "POST", path: "/register", body: `{"user_id": 1}`, want: 503},
 
 		{name: "unregister", in: main, method: "DELETE", path: "/register/" + register(), hdr: key, want: 200},
@@ -237,7 +246,10 @@ func TestResponsesMatchSpec(t *testing.T) {
 		{name: "publish message too large", in: main, method: "POST", path: "/publish", hdr: key, body: `{"topic":"cats","message":"` + strings.Repeat("x", 65) + `"}`, want: 413},
 		{name: "publish engine down", in: down, method: "POST", path: "/publish", body: `{"topic":"cats","message":"hi"}`, want: 503},
 
-		{name: "batch", in: main, method: "POST", path: "/publish/batch", hdr: key, body: `{"events":[{"topic":"news","message":"b"},{"topic":"","message":"x"},{"topic":"news","user_id":7,"message":"c"},{"topic":"news","message":"` + strings.Repeat("x", 65) + `"}]}`, want: 200},
+		{name: "batch", in: main, method: "POST", path: "/publish/batch", hdr: key, body: `{"events":[{"topic":"news","message":"b"},{"topic":"","message":"x"},{"topic":"news","user_id":7,"message":"c"},{"topic":"news","message":"` + strings.Repeat("x", 65) + `"}]}`, want: 200,
+			// Events are checked one by one: invalid ones get an error
+			// result in their place, the batch is still answered 200.
+			offSchema: true},
 		{name: "batch bare array", in: main, method: "POST", path: "/publish/batch", hdr: key, body: `[{"topic":"news","message":"d"}]`, want: 200},
 		{name: "batch empty", in: main, method: "POST", path: "/publish/batch", hdr: key, body: `[]`, want: 400},
 		{name: "batch no key", in: main, method: "POST", path: "/publish/batch", body: `[]`, want: 401},
@@ -395,6 +407,9 @@ func (s *spec) check(t *testing.T, c kase, hdr http.Header, body []byte) string 
 			return ""
 		}
 		covered = c.method + " " + p + " " + status
+		if c.want < 300 && !c.offSchema {
+			s.checkRequest(t, c, itemPtr, m)
+		}
 	}
 	r, rptr, err := s.deref(rptr)
 	if err != nil {
@@ -468,4 +483,71 @@ func (s *spec) check(t *testing.T, c kase, hdr http.Header, body []byte) string 
 		fail("the body does not match the schema: %v\n%s", err, body)
 	}
 	return covered
+}
+
+// checkRequest validates an accepted request against its operation: the
+// body against the described request body, each query parameter against
+// its described schema.
+func (s *spec) checkRequest(t *testing.T, c kase, itemPtr, method string) {
+	t.Helper()
+	opPtr := itemPtr + pointer(method)
+	if c.body != "" {
+		b, bptr, err := s.deref(opPtr + "/requestBody")
+		if err != nil {
+			t.Errorf("%s: a body was accepted but the operation describes none: %v", c.name, err)
+			return
+		}
+		if _, ok := b["content"].(map[string]any)["application/json"]; !ok {
+			t.Errorf("%s: a JSON body was accepted but the operation describes none", c.name)
+			return
+		}
+		sch, err := s.schema(bptr + pointer("content", "application/json", "schema"))
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			return
+		}
+		v, err := jsonschema.UnmarshalJSON(strings.NewReader(c.body))
+		if err != nil {
+			t.Errorf("%s: the accepted body is not JSON: %v", c.name, err)
+			return
+		}
+		if err := sch.Validate(v); err != nil {
+			t.Errorf("%s: the accepted body does not match the request schema: %v", c.name, err)
+		}
+	}
+	_, query, _ := strings.Cut(c.path, "?")
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		t.Errorf("%s: %v", c.name, err)
+		return
+	}
+	for name, vals := range q {
+		found := false
+		for _, ptr := range []string{itemPtr + "/parameters", opPtr + "/parameters"} {
+			ps, _ := s.at(ptr)
+			list, _ := ps.([]any)
+			for i := range list {
+				p, pptr, err := s.deref(ptr + "/" + strconv.Itoa(i))
+				if err != nil || p["in"] != "query" || p["name"] != name {
+					continue
+				}
+				found = true
+				sch, err := s.schema(pptr + "/schema")
+				if err != nil {
+					t.Errorf("%s: %v", c.name, err)
+					continue
+				}
+				var v any = vals[0]
+				if typ, _ := p["schema"].(map[string]any)["type"].(string); typ == "integer" {
+					v = json.Number(vals[0])
+				}
+				if err := sch.Validate(v); err != nil {
+					t.Errorf("%s: the accepted query parameter %s=%s does not match its schema: %v", c.name, name, vals[0], err)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: the query parameter %s was accepted but is not described", c.name, name)
+		}
+	}
 }
