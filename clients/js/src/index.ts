@@ -1,0 +1,10 @@
+export { RelayClient, Subscription } from "./client.js";
+export type { Position, RelayMessage, PresenceEvent, GapEvent, SubscriptionEvents, RelayClientEvents, SubscribeOptions } from "./client.js";
+export { SeedClient } from "./seed.js";
+export type { SeedOptions, SeedClientEvents } from "./seed.js";
+export { FINAL_CLOSE_CODES } from "./connection.js";
+export type { Connection, ConnectionOptions, ConnectionEvents, ConnectionState, ConnectInfo, Clock, WebSocketLike, WebSocketConstructor } from "./connection.js";
+export { RelayError } from "./errors.js";
+export type { RelayErrorCode, RelayErrorDetail } from "./errors.js";
+export { Emitter } from "./emitter.js";
+export type { Listener } from "./emitter.js";
