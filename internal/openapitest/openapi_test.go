@@ -26,6 +26,7 @@ import (
 	"github.com/relayhq/relay/internal/ratelimit"
 	"github.com/relayhq/relay/internal/relaytest"
 	"github.com/relayhq/relay/internal/server"
+	"github.com/relayhq/relay/internal/ws"
 )
 
 // serverRoutes are the routes internal/server mounts in front of the
@@ -167,6 +168,8 @@ func TestResponsesMatchSpec(t *testing.T) {
 	}})
 	// full: a registration table of one.
 	full := relaytest.Start(t, server.Config{Hub: hub.Config{MaxRegistrations: 1}})
+	// capped: one WebSocket connection at most.
+	capped := relaytest.Start(t, server.Config{WS: ws.Config{MaxConnections: 1}})
 	// draining: as after a shutdown began.
 	draining := relaytest.Start(t, server.Config{})
 	draining.Server.API.Drain()
@@ -191,11 +194,25 @@ func TestResponsesMatchSpec(t *testing.T) {
 	}
 	// A seed socket of user 7 on "cats", so presence lists someone.
 	present := register()
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+main.Addr+"/ws/"+present, nil)
+	sock, _, err := websocket.DefaultDialer.Dial("ws://"+main.Addr+"/ws/"+present, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ws.Close()
+	defer sock.Close()
+	// capped's one socket, and a registration that finds no room.
+	var capIDs []string
+	for range 2 {
+		reg, err := capped.Client.Register(t.Context(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		capIDs = append(capIDs, reg.ID)
+	}
+	capSock, _, err := websocket.DefaultDialer.Dial("ws://"+capped.Addr+"/ws/"+capIDs[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer capSock.Close()
 	relaytest.Eventually(t, "user 7 present", func() bool {
 		_, _, body := do(t, main, "GET", "/presence/cats", "", key...)
 		return bytes.Contains(body, []byte(`"user_id":7`))
@@ -269,6 +286,7 @@ func TestResponsesMatchSpec(t *testing.T) {
 		{name: "connect unknown", in: main, method: "GET", path: "/ws/" + unknownID, hdr: upgrade, want: 404},
 		{name: "connect first", in: limited, method: "GET", path: "/ws/" + unknownID, hdr: upgrade, want: 404},
 		{name: "connect rate limited", in: limited, method: "GET", path: "/ws/" + unknownID, hdr: upgrade, want: 429},
+		{name: "connect at the connection limit", in: capped, method: "GET", path: "/ws/" + capIDs[1], hdr: upgrade, want: 503},
 		{name: "connect engine down", in: down, method: "GET", path: "/ws/" + unknownID, hdr: upgrade, want: 503},
 
 		{name: "token", in: main, method: "GET", path: "/ws?token=" + token, hdr: upgrade, want: 101},
