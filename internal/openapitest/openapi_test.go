@@ -51,9 +51,9 @@ func under(spec, pattern string) bool {
 // described, and every described operation is mounted: the API's routes
 // from (*api.API).Routes (with the optional /metrics on) and the
 // dashboard's from dashboard.Routes (those under /dashboard/ are described
-// by the page at /dashboard/), HEAD only on GET
-// routes (the API answers HEAD on every GET route), OPTIONS on every
-// path (the CORS layer answers it before routing).
+// by the page at /dashboard/); HEAD only where GET is mounted (the API
+// answers HEAD on every GET route); OPTIONS on every API path (its CORS
+// layer answers it before routing), and on no other.
 func TestRoutesDescribed(t *testing.T) {
 	s := load(t)
 	in := relaytest.Start(t, server.Config{Metrics: true})
