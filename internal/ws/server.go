@@ -275,7 +275,7 @@ func (s *Server) logRefused(r *http.Request, status int, reason error) {
 		return
 	}
 	lt.Logger().LogAttrs(ctx, level, "websocket upgrade refused", slog.Int("status", status), slog.String("reason", reason.Error()),
-		slog.String("remote", r.RemoteAddr), slog.String("path", r.URL.Path))
+		slog.String("remote", r.RemoteAddr), slog.String("route", r.Pattern)) // the pattern: a path may hold a registration id, a credential
 }
 
 // ErrFull refuses upgrades at the connection limit.
