@@ -48,7 +48,7 @@ func keyedServer(t *testing.T) *relaytest.Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return relaytest.Start(t, server.Config{API: api.Config{Auth: au}})
+	return relaytest.Start(t, server.Config{API: api.Config{Auth: au}, NodeID: "relay-1"})
 }
 
 // screenshotDir is where the test writes its screenshots: RELAY_SCREENSHOTS,

@@ -79,7 +79,8 @@ type Dashboard struct {
 	series ring
 
 	cur      atomic.Pointer[frame]
-	streams  atomic.Int32 // event streams open
+	peers    atomic.Pointer[[]NodeSummary] // every node's summary, when the engine is Peers
+	streams  atomic.Int32                  // event streams open
 	stopping chan struct{}
 	stopOnce sync.Once
 
@@ -123,6 +124,11 @@ func New(cfg Config) *Dashboard {
 // event streams so that the HTTP servers can shut down.
 func (d *Dashboard) Run(ctx context.Context) error {
 	defer d.stopOnce.Do(func() { close(d.stopping) })
+	if p, ok := d.cfg.Engine.(Peers); ok {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() { defer close(done); d.sharePeers(ctx, p) }()
+	}
 	err := relay.Every(ctx, time.Second, func(time.Time) { d.sample() })
 	if ctx.Err() != nil {
 		return nil

@@ -414,3 +414,63 @@ func TestEngineName(t *testing.T) {
 		t.Errorf("engineName = %q", got)
 	}
 }
+
+// peerStore is a shared table of summaries, as a networked engine would
+// keep them.
+type peerStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+// peerEngine is a memory engine that implements Peers over a peerStore.
+type peerEngine struct {
+	*memorybroker.Broker
+	store *peerStore
+}
+
+func (p peerEngine) ShareSummary(_ context.Context, node string, summary []byte, _ time.Duration) error {
+	p.store.mu.Lock()
+	defer p.store.mu.Unlock()
+	p.store.m[node] = summary
+	return nil
+}
+
+func (p peerEngine) Summaries(context.Context) (map[string][]byte, error) {
+	p.store.mu.Lock()
+	defer p.store.mu.Unlock()
+	out := make(map[string][]byte, len(p.store.m))
+	for k, v := range p.store.m {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func TestPeers(t *testing.T) {
+	store := &peerStore{m: map[string][]byte{"forged": []byte(`{"node":"other"}`)}}
+	var ds []*Dashboard
+	for _, id := range []string{"node-b", "node-a"} {
+		b := memorybroker.New(memorybroker.Config{}, nil)
+		h := hub.New(hub.Config{Interest: b, Registry: b.Registry(), Roster: b.Roster()}, nil)
+		b.Bind(h)
+		w := ws.New(ws.Config{})
+		a := api.New(api.Config{}, h, b, w, nil)
+		ds = append(ds, New(Config{Hub: h, WS: w, API: a, Engine: peerEngine{b, store}, NodeID: id}))
+	}
+	ctx := context.Background()
+	for _, d := range ds {
+		d.exchange(ctx, d.cfg.Engine.(Peers))
+	}
+	for _, d := range ds {
+		d.exchange(ctx, d.cfg.Engine.(Peers))
+		d.sample()
+		s := d.cur.Load().snap
+		if len(s.Nodes) != 2 || s.Nodes[0].Node != "node-a" || s.Nodes[1].Node != "node-b" || s.Scope != "this node" || !s.Nodes[0].Ready {
+			t.Errorf("%s: nodes %+v", s.Node, s.Nodes)
+		}
+	}
+	// Without Peers, no node list.
+	d, _, _, _ := newTest(t, false, Config{})
+	if s := d.cur.Load().snap; s.Nodes != nil {
+		t.Errorf("nodes without Peers: %+v", s.Nodes)
+	}
+}

@@ -17,7 +17,7 @@ type Snapshot struct {
 	Node       string `json:"node"`
 	Engine     string `json:"engine"` // memory, redis, nats
 	Networked  bool   `json:"networked"`
-	Scope      string `json:"scope"` // "this node": figures are this node's own
+	Scope      string `json:"scope"` // "this node": the figures are this node's own, whatever Nodes lists
 	Ready      bool   `json:"ready"`
 	ReadyError string `json:"ready_error,omitempty"`
 	Time       int64  `json:"time"` // Unix milliseconds
@@ -40,6 +40,9 @@ type Snapshot struct {
 	ListenerOpen *int64 `json:"listener_open,omitempty"` // connections on the main listener
 
 	TopTopics []hub.TopicCount `json:"top_topics"`
+	// Nodes lists every node's summary when the engine shares them (see
+	// Peers); without, it is absent and the figures are this node's only.
+	Nodes []NodeSummary `json:"nodes,omitempty"`
 	// Series holds [time ms, publishes/s, deliveries/s] points, oldest
 	// first: the last five minutes in a stream's first event, the newest
 	// point in the others.
@@ -106,6 +109,9 @@ func (d *Dashboard) sample() {
 		Deliveries:         hs.Deliveries.Load(),
 		SlowConsumerCloses: ws.SlowConsumers.Load(),
 		RejectedByStatus:   map[string]uint64{},
+	}
+	if p := d.peers.Load(); p != nil {
+		s.Nodes = *p
 	}
 	if err := d.cfg.Engine.Ready(); err != nil {
 		s.ReadyError = err.Error()

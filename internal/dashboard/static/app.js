@@ -61,15 +61,35 @@
     tbody.replaceChildren(...rows);
     $("top-empty").hidden = rows.length > 0;
 
-    setText("n-node", s.node || "(unnamed)");
-    setText("n-engine", s.engine + (s.networked ? " (shared)" : ""));
-    setText("n-state", s.ready ? "ready" : "not ready: " + (s.ready_error || "?"));
-    setText("n-uptime", duration(s.uptime_seconds));
-    setText("n-conns", nf.format(s.connections));
-    setText("n-listener", s.listener_open == null ? "–" : nf.format(s.listener_open));
-    setText("scope-note", s.networked
-      ? "per-node view: this node (" + (s.node || "unnamed") + "); other nodes show their own figures on their own dashboards"
-      : "a single node");
+    // Nodes: every node's summary when the engine shares them, else
+    // this node alone.
+    const nodes = s.nodes && s.nodes.length ? s.nodes : [s];
+    const nodeRows = nodes.map((n) => {
+      const self = n.node === s.node;
+      const cells = [
+        [(n.node || "(unnamed)") + (self && nodes.length > 1 ? " (this node)" : ""), false],
+        [s.engine + (s.networked ? " (shared)" : ""), false],
+        [n.ready ? "ready" : "not ready" + (self && s.ready_error ? ": " + s.ready_error : ""), false],
+        [duration(n.uptime_seconds), true],
+        [nf.format(n.connections), true],
+        [rf.format(n.publish_rate) + " · " + rf.format(n.delivery_rate), true],
+        [self && s.listener_open != null ? nf.format(s.listener_open) : "–", true],
+      ];
+      const tr = document.createElement("tr");
+      for (const [v, num] of cells) {
+        const td = document.createElement("td");
+        td.textContent = v;
+        if (num) td.className = "num";
+        tr.appendChild(td);
+      }
+      return tr;
+    });
+    $("nodes").tBodies[0].replaceChildren(...nodeRows);
+    setText("scope-note", s.nodes && s.nodes.length
+      ? nodes.length + " nodes · figures above: this node (" + (s.node || "unnamed") + ")"
+      : s.networked
+        ? "per-node view: this node (" + (s.node || "unnamed") + "); each node's dashboard shows its own figures"
+        : "a single node");
     if (s.ready) setLive("pill-ok", "live"); else setLive("pill-bad", "engine not ready");
   }
 
