@@ -157,12 +157,6 @@ func (c *counts) snapshot() map[string]int {
 	return out
 }
 
-func (c *counts) get(k string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[k]
-}
-
 // String lists the counts by name: "1009×2990, 4004×10".
 func (c *counts) String() string { return countsText(c.snapshot()) }
 
