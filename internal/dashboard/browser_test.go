@@ -2,8 +2,11 @@ package dashboard_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/cookiejar"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,10 +16,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/gorilla/websocket"
 
 	"github.com/relayhq/relay/client"
 	"github.com/relayhq/relay/internal/api"
 	"github.com/relayhq/relay/internal/auth"
+	"github.com/relayhq/relay/internal/dashboard"
 	"github.com/relayhq/relay/internal/relaytest"
 	"github.com/relayhq/relay/internal/server"
 )
@@ -306,5 +311,91 @@ func TestDashboardAdminListener(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusNotFound {
 		t.Fatalf("main publish console without keys: %s", res.Status)
+	}
+}
+
+// TestDashboardOnEngines runs the dashboard of a node in a two-node
+// cluster on each networked engine: the snapshot names the engine and the
+// node, and a console watch socket on one node receives a message
+// published on the other.
+func TestDashboardOnEngines(t *testing.T) {
+	for name, url := range relaytest.Engines {
+		t.Run(name, func(t *testing.T) {
+			au, err := auth.New(auth.Config{APIKeys: []string{testKey}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes := relaytest.Cluster(t, 2, url, server.Config{API: api.Config{Auth: au}})
+			base := nodes[0].URL
+			jar, _ := cookiejar.New(nil)
+			hc := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+			res, err := hc.PostForm(base+"/dashboard/login", neturl.Values{"key": {testKey}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK { // after the 303
+				t.Fatalf("login: %s", res.Status)
+			}
+			var snap struct {
+				Node, Engine string
+				Networked    bool
+			}
+			getJSON(t, hc, "GET", base+"/dashboard/api/snapshot", &snap)
+			if snap.Engine != name || !snap.Networked || snap.Node == "" {
+				t.Fatalf("snapshot %+v", snap)
+			}
+			var w struct{ Path, Protocol string }
+			getJSON(t, hc, "POST", base+"/dashboard/api/watch", &w)
+			u, _ := neturl.Parse(base)
+			h := http.Header{"Origin": {base}}
+			for _, ck := range jar.Cookies(&neturl.URL{Scheme: "http", Host: u.Host, Path: "/dashboard/"}) {
+				h.Add("Cookie", ck.Name+"="+ck.Value)
+			}
+			d := websocket.Dialer{Subprotocols: []string{w.Protocol}, HandshakeTimeout: 10 * time.Second}
+			conn, _, err := d.Dial("ws://"+u.Host+w.Path, h)
+			if err != nil {
+				t.Fatalf("watch socket: %v", err)
+			}
+			defer conn.Close()
+			conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+			conn.WriteJSON(map[string]any{"type": "subscribe", "id": 1, "topics": []string{"across"}})
+			var f struct{ Type, Topic, Message string }
+			if err := conn.ReadJSON(&f); err != nil || f.Type != "subscribed" {
+				t.Fatalf("subscribe: %+v %v", f, err)
+			}
+			other, err := client.New(nodes[1].URL, client.WithHeader("Authorization", "Bearer "+testKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := other.Publish(context.Background(), client.Publish{Topic: "across", Message: "from node 1"}); err != nil {
+				t.Fatal(err)
+			}
+			for f.Type != "message" {
+				if err := conn.ReadJSON(&f); err != nil {
+					t.Fatalf("waiting for the message: %v", err)
+				}
+			}
+			if f.Topic != "across" || f.Message != "from node 1" {
+				t.Fatalf("message %+v", f)
+			}
+		})
+	}
+}
+
+func getJSON(t *testing.T, hc *http.Client, method, u string, v any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, nil)
+	req.Header.Set(dashboard.CSRFHeader, "1")
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %s", method, u, res.Status)
+	}
+	if err := json.NewDecoder(res.Body).Decode(v); err != nil {
+		t.Fatal(err)
 	}
 }
