@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
@@ -223,7 +225,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		poll("no injected element", `document.getElementById("injected") === null`))
 
 	// Desktop screenshot, with the chart drawn from a few seconds of load.
-	for i := range 40 {
+	for i := range 60 {
 		c.Publish(ctx, client.Publish{Topic: "orders", Message: fmt.Sprintf("load %d", i)})
 		if i%10 == 0 {
 			c.Publish(ctx, client.Publish{Topic: "watched", Message: fmt.Sprintf("event %d", i)})
@@ -268,6 +270,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	do(chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`), chromedp.Sleep(300*time.Millisecond))
 	shot("dashboard-390x844.png")
+	// Dark: the colours follow prefers-color-scheme.
+	do(chromedp.EmulateViewport(1280, 800),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+			return err
+		}),
+		poll("the dark theme", `getComputedStyle(document.body).backgroundColor === "rgb(11, 15, 23)"`))
+	shot("dashboard-dark-1280x800.png")
 	t.Logf("screenshots in %s", dir)
 
 	mu.Lock()

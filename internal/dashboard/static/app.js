@@ -100,10 +100,10 @@
     max = niceCeil(max);
     setText("chart-max", rf.format(max));
     // The window is the last five minutes, or less while the node is
-    // younger, but at least one minute.
+    // younger, but at least half a minute.
     const now = series.length ? series[series.length - 1][0] : Date.now();
     const oldest = series.length ? series[0][0] : now;
-    const span = Math.min(SERIES_MAX * 1000, Math.max(60000, now - oldest));
+    const span = Math.min(SERIES_MAX * 1000, Math.max(30000, now - oldest));
     const from = now - span;
     setText("chart-from", span >= 120000 ? Math.round(span / 60000) + " min ago" : Math.round(span / 1000) + " s ago");
     const pts = (i) => series.map((p) => {
