@@ -245,8 +245,8 @@ func (c *Conn) finish(cause string) {
 	} else {
 		c.raw.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
 	}
+	c.logEnd(end, attrs) // before remove: a Server's Run returns only after its connections' lines
 	c.srv.remove(c)
-	c.logEnd(end, attrs)
 }
 
 // logEnd logs the connection's end at its level, within its kind's budget:
