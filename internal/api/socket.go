@@ -108,7 +108,9 @@ func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error
 	case errors.Is(err, relay.ErrNotFound): // unregistered between the check and the upgrade
 		c.Close(relay.CloseUnregistered)
 	case err != nil:
-		a.log.Warn("binding a socket to its registration failed", "err", err)
+		if ctx := context.Background(); a.logs.Allow(ctx, slog.LevelWarn, "ws_bind_failed") {
+			a.logs.Logger().LogAttrs(ctx, slog.LevelWarn, "binding a socket to its registration failed", slog.Any("err", err), slog.String("remote", c.RemoteAddr().String()))
+		}
 		c.CloseWith(relay.CloseInternal, "the server could not bind the connection; reconnect")
 	default:
 		proto := c.Subprotocol()
