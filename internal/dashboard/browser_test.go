@@ -48,6 +48,78 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
+// browser starts headless Chromium for the test, within ctx; do runs
+// steps in its tab and fails the test on an error.
+func browser(t *testing.T, ctx context.Context, bin string) (context.Context, func(...chromedp.Action[chromedp.Void])) {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.WindowSize(1280, 800),
+		chromedp.UserDataDir(t.TempDir()), chromedp.Flag("disable-quic", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelBrowser(); cancelAlloc() })
+	return bctx, func(steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(bctx, steps...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// poll waits, at most 15 s, until the JavaScript expression expr holds.
+func poll(what, expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+			return fmt.Errorf("waiting for %s (%s): %w", what, expr, err)
+		}
+		return nil
+	})
+}
+
+// consoleProblems collects the errors, warnings and exceptions the page
+// writes to its console from now on; the returned func stops collecting
+// and returns them.
+func consoleProblems(bctx context.Context) func() []string {
+	var (
+		mu       sync.Mutex
+		problems []string
+	)
+	cctx, stop := context.WithCancel(bctx)
+	messages := chromedp.Console(cctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleWarning || m.IsException() {
+				mu.Lock()
+				problems = append(problems, m.String()+" at "+m.URL)
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() []string {
+		stop()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return problems
+	}
+}
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := server.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // keyedServer starts a node whose API takes testKey.
 func keyedServer(t *testing.T) *relaytest.Instance {
 	t.Helper()
@@ -91,27 +163,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.WindowSize(1280, 800),
-		chromedp.UserDataDir(t.TempDir()), chromedp.Flag("disable-quic", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	poll := func(what, expr string) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
-			if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(15*time.Second))); err != nil {
-				return fmt.Errorf("waiting for %s (%s): %w", what, expr, err)
-			}
-			return nil
-		})
-	}
-	do := func(steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(bctx, steps...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bctx, do := browser(t, ctx, bin)
 
 	// A wrong key is refused with the form again.
 	do(chromedp.Navigate(in.URL+"/dashboard/"),
@@ -122,27 +174,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// From here on, the page must write no error to its console. (The
 	// refused login's 401 is logged by the browser as a failed load.)
-	var (
-		mu       sync.Mutex
-		problems []string
-	)
-	cctx, stopConsole := context.WithCancel(bctx)
-	messages := chromedp.Console(cctx)
-	consoleDone := make(chan struct{})
-	go func() {
-		defer close(consoleDone)
-		for m, err := range messages {
-			if err != nil {
-				return
-			}
-			if m.Type == chromedp.ConsoleError || m.IsException() || m.Type == chromedp.ConsoleWarning {
-				mu.Lock()
-				problems = append(problems, m.String()+" at "+m.URL)
-				mu.Unlock()
-			}
-		}
-	}()
-	defer func() { stopConsole(); <-consoleDone }()
+	problems := consoleProblems(bctx)
 
 	do(chromedp.SetValue(chromedp.ID("key"), testKey),
 		chromedp.Click(chromedp.ID("login-submit")),
@@ -281,24 +313,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	shot("dashboard-dark-1280x800.png")
 	t.Logf("screenshots in %s", dir)
 
-	mu.Lock()
-	defer mu.Unlock()
-	if len(problems) > 0 {
-		t.Errorf("the page wrote to its console:\n%s", strings.Join(problems, "\n"))
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page wrote to its console:\n%s", strings.Join(p, "\n"))
 	}
 }
 
 // TestDashboardAdminListener serves the dashboard on the admin listener
 // without a login, and the main listener without API keys refuses it.
 func TestDashboardAdminListener(t *testing.T) {
-	ln, err := server.Listen(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := ln.Addr().String()
-	ln.Close()
+	admin := freeAddr(t)
 	in := relaytest.Start(t, server.Config{AdminAddr: admin})
 	var res *http.Response
+	var err error
 	relaytest.Eventually(t, "the admin listener", func() bool {
 		res, err = http.Get("http://" + admin + "/dashboard/")
 		return err == nil
@@ -322,6 +348,61 @@ func TestDashboardAdminListener(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusNotFound {
 		t.Fatalf("main publish console without keys: %s", res.Status)
+	}
+}
+
+// TestDashboardAdminInBrowser opens the admin listener's dashboard, which
+// has no login, and publishes from its console to a subscribed client.
+func TestDashboardAdminInBrowser(t *testing.T) {
+	bin := chromium(t)
+	admin := freeAddr(t)
+	in := relaytest.Start(t, server.Config{AdminAddr: admin})
+	relaytest.Eventually(t, "the admin listener", func() bool {
+		res, err := http.Get("http://" + admin + "/dashboard/")
+		if err == nil {
+			res.Body.Close()
+		}
+		return err == nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	reg, err := in.Client.Register(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := in.Client.Connect(ctx, reg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetTopics(ctx, "admin-topic"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	bctx, do := browser(t, ctx, bin)
+	problems := consoleProblems(bctx)
+	do(chromedp.Navigate("http://"+admin+"/dashboard/"),
+		poll("the first live figures", `document.getElementById("live").textContent === "live"`),
+		poll("no logout button", `document.getElementById("logout") === null`),
+		chromedp.SetValue(chromedp.ID("pub-topic"), "admin-topic"),
+		chromedp.SetValue(chromedp.ID("pub-message"), "from the admin console"),
+		chromedp.Click(chromedp.ID("pub-send")),
+		poll("the publish result", `document.getElementById("pub-result").textContent.startsWith("published")`),
+		chromedp.Click(chromedp.CSS(`.tab[data-tab="watch"]`)),
+		chromedp.SetValue(chromedp.ID("watch-topic"), "admin-topic"),
+		chromedp.Click(chromedp.ID("watch-start")),
+		poll("the watch to subscribe", `document.getElementById("watch-status").dataset.watching === "admin-topic"`))
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	got, err := conn.Receive(rctx)
+	rcancel()
+	if err != nil || got != "from the admin console" {
+		t.Fatalf("the subscribed client received %q, %v", got, err)
+	}
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page wrote to its console:\n%s", strings.Join(p, "\n"))
 	}
 }
 

@@ -129,7 +129,11 @@
       let s;
       try { s = JSON.parse(ev.data); } catch (e) { return; }
       if (first) { series = s.series || []; first = false; }
-      else { series.push(...(s.series || [])); }
+      else {
+        // A stream's first event may already hold the next event's point.
+        const last = series.length ? series[series.length - 1][0] : 0;
+        for (const p of s.series || []) if (p[0] > last) series.push(p);
+      }
       if (series.length > SERIES_MAX) series = series.slice(series.length - SERIES_MAX);
       render(s);
       drawChart();
