@@ -118,7 +118,11 @@ func (d *Dashboard) sample() {
 	} else {
 		s.Ready = true
 	}
-	s.TopTopics, s.Topics = d.cfg.Hub.TopTopics(topN)
+	// The top topics cost a walk of the topic index: only while someone
+	// watches (full computes them for a stream's first event).
+	if d.streams.Load() > 0 {
+		s.TopTopics, s.Topics = d.cfg.Hub.TopTopics(topN)
+	}
 	as := d.cfg.API.Stats()
 	as.Rejected(func(status int, n uint64) {
 		s.Rejected += n
@@ -157,6 +161,9 @@ func round2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }
 // event and /dashboard/api/snapshot.
 func (d *Dashboard) full(f *frame) Snapshot {
 	s := f.snap
+	if s.TopTopics == nil {
+		s.TopTopics, s.Topics = d.cfg.Hub.TopTopics(topN)
+	}
 	d.mu.Lock()
 	s.Series = d.series.all()
 	d.mu.Unlock()
