@@ -569,9 +569,6 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("USER %s: want a numeric non-zero uid (Kubernetes' runAsNonRoot checks it)", u.args)
 	}
 	for _, in := range im.final.instrs {
-		if in.line > u.line && (in.cmd == "USER") {
-			continue
-		}
 		switch in.cmd {
 		case "RUN":
 			t.Errorf("Dockerfile:%d: RUN in the runtime stage: it has no shell", in.line)
