@@ -165,16 +165,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer cancel()
 	bctx, do := browser(t, ctx, bin)
 
+	// From the first page on, the page must write no error to its console.
+	problems := consoleProblems(bctx)
 	// A wrong key is refused with the form again.
 	do(chromedp.Navigate(in.URL+"/dashboard/"),
 		chromedp.WaitVisible(chromedp.ID("key")),
 		chromedp.SetValue(chromedp.ID("key"), "not-the-key-at-all-000"),
 		chromedp.Click(chromedp.ID("login-submit")),
 		chromedp.WaitVisible(chromedp.ID("login-error")))
-
-	// From here on, the page must write no error to its console. (The
-	// refused login's 401 is logged by the browser as a failed load.)
-	problems := consoleProblems(bctx)
 
 	do(chromedp.SetValue(chromedp.ID("key"), testKey),
 		chromedp.Click(chromedp.ID("login-submit")),

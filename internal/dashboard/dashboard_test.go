@@ -125,16 +125,19 @@ func TestLogin(t *testing.T) {
 		t.Errorf("publish before login: %s", res.Status)
 	}
 
-	// A wrong or empty key: 401 and the form with an error, no cookie.
+	// A wrong or empty key: 303 back to the form, which says so; no cookie.
 	for _, k := range []string{"wrong-key-wrong-key-wrong", ""} {
 		res := login(t, c, public.URL, k)
-		if res.StatusCode != http.StatusUnauthorized || len(res.Cookies()) != 0 {
-			t.Errorf("login with %q: %s, cookies %v", k, res.Status, res.Cookies())
+		if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/dashboard/?login=failed" || len(res.Cookies()) != 0 {
+			t.Errorf("login with %q: %s to %q, cookies %v", k, res.Status, res.Header.Get("Location"), res.Cookies())
 		}
 	}
-	res, body = do(t, c, "POST", public.URL+"/dashboard/login", "key=nope", "Content-Type", "application/x-www-form-urlencoded")
-	if !strings.Contains(body, "not valid") {
-		t.Errorf("wrong key page: %q", body)
+	res, body = do(t, c, "GET", public.URL+"/dashboard/?login=failed", "")
+	if res.StatusCode != 200 || !strings.Contains(body, "not valid") || !strings.Contains(body, `action="/dashboard/login"`) {
+		t.Errorf("the form after a wrong key: %s %q", res.Status, body)
+	}
+	if _, body = do(t, c, "GET", public.URL+"/dashboard/", ""); strings.Contains(body, "not valid") {
+		t.Error("the form says the key was wrong before any login")
 	}
 	// A login posted from another site's page is refused.
 	res, _ = do(t, c, "POST", public.URL+"/dashboard/login", "key="+key, "Content-Type", "application/x-www-form-urlencoded", "Origin", "https://evil.example")

@@ -106,8 +106,8 @@ func (d *Dashboard) loggedIn(h http.HandlerFunc) http.HandlerFunc {
 const maxLoginBody = 4 << 10
 
 // login takes an API key from the form field "key": a right one gets a
-// session cookie and 303 to the dashboard, a wrong one 401 and the form
-// again.
+// session cookie and 303 to the dashboard, a wrong one 303 back to the
+// form, which then says so.
 func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 	if !sameOrigin(r) {
 		d.page(w, http.StatusForbidden, "login.html", loginData{Error: "This login came from another site."})
@@ -120,8 +120,10 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 	}
 	key := r.PostForm.Get("key")
 	if key == "" || d.cfg.Auth.CheckKey("Bearer "+key) != nil {
+		// Back to the form with 303, not a 401 page: a browser logs a
+		// failed load for a 401 and offers to post the form again.
 		d.cfg.Log.Warn("dashboard login refused", "remote", r.RemoteAddr)
-		d.page(w, http.StatusUnauthorized, "login.html", loginData{Error: "That API key is not valid."})
+		http.Redirect(w, r, "/dashboard/?login=failed", http.StatusSeeOther)
 		return
 	}
 	now := d.now()
