@@ -186,13 +186,14 @@ export class RelayClient extends Connection<RelayClientEvents> {
 
   #send(list: string[], presence: boolean): void {
     {
-      const id = String(++this.#id);
+      const id = String(this.#id + 1);
       let since: Record<string, Position> | undefined;
       for (const t of list) {
         const p = this.#subs.get(t)!.position;
         if (p) (since ??= {})[t] = { offset: p.offset, epoch: p.epoch };
       }
       if (this.send(JSON.stringify({ type: "subscribe", id, topics: list, since, presence: presence || undefined }))) {
+        this.#id++;
         this.#acks.set(id, list);
       }
     }

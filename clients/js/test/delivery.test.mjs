@@ -100,6 +100,7 @@ test("seed protocol: raw text frames on the topics set, on every connection", { 
   client.on("message", (m) => got.push(m.message));
   await next(client, "open");
   await waitFor(async () => (await publish(server, "dogs", "probe")).delivered == 1, "the topics command to take effect");
+  await waitFor(() => got.includes("probe"), "the probe");
   got.length = 0;
   for (let i = 0; i < 30; i++) await publish(server, "dogs", `woof ${i} "quoted" é`);
   assert.equal((await publish(server, "cats", "meow")).delivered, 0); // the default topic was replaced
