@@ -56,7 +56,8 @@ export interface ConnectionOptions {
   /**
    * Reconnect backoff, in ms: the wait before attempt n (n ≥ 1) is drawn
    * uniformly from [0, min(max, base·2^(n-1))) ("full jitter"). The count
-   * restarts once a connection opens.
+   * restarts once a connection opens, unless the server closes that
+   * connection with 4002 (slow consumer) or 4004 (rate limit).
    */
   backoff?: { base?: number; max?: number };
   /**
@@ -138,9 +139,11 @@ export abstract class Connection<E extends ConnectionEvents> extends Emitter<E> 
       this.#state = "closed";
       return;
     }
-    signal?.addEventListener("abort", () => this.close(), { once: true });
+    const onAbort = () => this.close();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.#abort.signal.addEventListener("abort", () => signal?.removeEventListener("abort", onAbort));
     // Start once the caller has added listeners and subscriptions.
-    queueMicrotask(() => this.#connect());
+    queueMicrotask(() => this.#start());
   }
 
   /** connecting, open, waiting (to reconnect) or closed. */
@@ -182,6 +185,10 @@ export abstract class Connection<E extends ConnectionEvents> extends Emitter<E> 
       this.emit("error", error);
       this.#lost(ws, 1006, error.message, true, "");
     }
+  }
+
+  #start(): void {
+    this.#connect().catch((e) => this.#stop(new RelayError("connect", msg(e), { cause: e })));
   }
 
   #ended(): boolean {
@@ -234,7 +241,6 @@ export abstract class Connection<E extends ConnectionEvents> extends Emitter<E> 
         return this.#stop(new RelayError("protocol", `the server did not accept the ${proto} protocol`));
       }
       open = true;
-      this.#attempt = 0;
       this.#state = "open";
       this.#lastRx = this.#clock.now();
       this.#pingAt = undefined;
@@ -263,6 +269,9 @@ export abstract class Connection<E extends ConnectionEvents> extends Emitter<E> 
     let err: RelayError | undefined;
     let retry: RelayError | undefined;
     if (open) {
+      // A connection that opened resets the backoff, unless the server
+      // closed it for sending too much (4004) or reading too slowly (4002).
+      if (code != 4002 && code != 4004) this.#attempt = 0;
       if (FINAL_CLOSE_CODES.includes(code)) {
         err = new RelayError("closed", `the server closed the connection with ${code}${reason ? ": " + reason : ""}`, { closeCode: code });
       }
@@ -294,7 +303,7 @@ export abstract class Connection<E extends ConnectionEvents> extends Emitter<E> 
     this.#state = "waiting";
     this.emit("reconnect", { attempt, delay });
     if (this.#state != "waiting") return;
-    this.#timer = this.#clock.setTimeout(() => this.#connect(), delay);
+    this.#timer = this.#clock.setTimeout(() => this.#start(), delay);
   }
 
   #stop(err?: RelayError): void {

@@ -135,3 +135,14 @@ for (const code of [1002, 1003, 1007, 1008, 1009]) {
     assert.equal(client.state, "closed");
   });
 }
+
+test("close code 4004 on every connection: the backoff keeps growing instead of restarting", { timeout: 20000 }, async (t) => {
+  const server = await fakeServer((socket) => setTimeout(() => socket.close(4004, "slow down"), 5));
+  t.after(() => server.close());
+  const client = relay({ url: server.url, backoff: { base: 1, max: 8 } });
+  t.after(() => client.close());
+  const attempts = [];
+  client.on("reconnect", (e) => attempts.push(e.attempt));
+  await waitFor(() => attempts.length >= 4, "4 reconnects");
+  assert.deepEqual(attempts.slice(0, 4), [1, 2, 3, 4]);
+});
