@@ -121,7 +121,7 @@ func options(c *serveConfig) []option {
 		{"max-streams", "RELAY_MAX_STREAMS", "100000", "most topics with a stream (offsets, epoch, history) at once; past it the least recently published topic's stream is dropped and its next publish starts a new epoch", (*intValue)(&c.MaxStreams), false},
 		{"idempotency-window", "RELAY_IDEMPOTENCY_WINDOW", "2m", "how long a publish's idempotency_key is remembered", (*durValue)(&c.IdempotencyTTL), false},
 		{"metrics", "RELAY_METRICS", "true", "serve Prometheus metrics at /metrics on the main listener", (*boolValue)(&c.Metrics), false},
-		{"admin-addr", "RELAY_ADMIN_ADDR", "", "listen address for pprof and /metrics (keep it private); empty: off", (*strValue)(&c.AdminAddr), false},
+		{"admin-addr", "RELAY_ADMIN_ADDR", "", "listen address for the dashboard (no login), pprof and /metrics: keep it private; empty: off", (*strValue)(&c.AdminAddr), false},
 		{"api-keys", "RELAY_API_KEYS", "", "comma-separated API keys (16+ characters each) that server-side calls must send as Authorization: Bearer <key>", (*strValue)(&c.APIKeys), true},
 		{"api-keys-file", "RELAY_API_KEYS_FILE", "", "file with more API keys, one per line", (*strValue)(&c.APIKeysFile), false},
 		{"insecure", "RELAY_INSECURE", "false", "serve the open API (no API key) on a non-loopback address anyway", (*boolValue)(&c.Insecure), false},
