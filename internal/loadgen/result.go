@@ -115,13 +115,14 @@ type MemoryResult struct {
 
 // CPUResult is the CPU used from the first publish to the end of the
 // drain: the servers' from process_cpu_seconds_total in their /metrics
-// (summed; null when unknown), this process's from getrusage.
+// (summed; server_seconds null and the server figures absent when
+// unknown), this process's from getrusage.
 type CPUResult struct {
 	WindowSeconds       float64  `json:"window_seconds"`
 	ServerSeconds       *float64 `json:"server_seconds"`
-	ServerPct           float64  `json:"server_pct_of_core"`
-	ServerUsPerDelivery float64  `json:"server_us_per_delivery"`
-	ServerUsPerPublish  float64  `json:"server_us_per_publish"`
+	ServerPct           float64  `json:"server_pct_of_core,omitempty"`
+	ServerUsPerDelivery float64  `json:"server_us_per_delivery,omitempty"`
+	ServerUsPerPublish  float64  `json:"server_us_per_publish,omitempty"`
 	LoadgenPct          float64  `json:"loadgen_pct_of_core"`
 }
 
