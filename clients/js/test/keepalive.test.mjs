@@ -89,7 +89,7 @@ test("keepalive: after a sleep the connection is checked at once (relay.v1: ping
   const s = spy();
   const clock = manualClock();
   // idle is longer than the sleeps: only the sleep detection explains a ping.
-  const client = relay({ url: via(await register(server, 1), proxy), WebSocket: s.WebSocket, clock, keepalive: { idle: 120000, timeout: 10000 } });
+  const client = relay({ url: via(await register(server, 1), proxy), WebSocket: s.WebSocket, clock, random: () => 0.5, keepalive: { idle: 120000, timeout: 10000 } });
   t.after(() => client.close());
   const errors = [];
   let opens = 0;
