@@ -76,6 +76,9 @@ type dialer struct {
 
 func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if len(d.src) > 0 {
+		if host, port, err := net.SplitHostPort(addr); err == nil && host == "localhost" {
+			addr = net.JoinHostPort("127.0.0.1", port)
+		}
 		if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is4() && ap.Addr().IsLoopback() {
 			nd := d.net
 			src := d.src[d.next.Add(1)%uint64(len(d.src))]

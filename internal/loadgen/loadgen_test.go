@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
+	"runtime"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -272,5 +274,33 @@ func TestParse(t *testing.T) {
 		if _, _, ok := parseInt([]byte(bad)); ok {
 			t.Errorf("%q parsed", bad)
 		}
+	}
+}
+
+func TestDialerSourceAddresses(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("binding to any 127.0.0.0/8 address is Linux's")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	d := &dialer{src: []netip.Addr{netip.MustParseAddr("127.0.0.7")}}
+	for _, addr := range []string{ln.Addr().String(), "localhost:" + port} {
+		c, err := d.dial(context.Background(), "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.RemoteAddr().(*net.TCPAddr).IP.String(); got != "127.0.0.7" {
+			t.Errorf("%s: dialed from %s, want 127.0.0.7", addr, got)
+		}
+		s.Close()
+		c.Close()
 	}
 }
