@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,8 @@ import (
 	"github.com/relayhq/relay/internal/api"
 	"github.com/relayhq/relay/internal/auth"
 	"github.com/relayhq/relay/internal/dashboard"
+	"github.com/relayhq/relay/internal/natsbroker"
+	"github.com/relayhq/relay/internal/redisbroker"
 	"github.com/relayhq/relay/internal/relaytest"
 	"github.com/relayhq/relay/internal/server"
 )
@@ -404,10 +407,17 @@ func TestDashboardAdminInBrowser(t *testing.T) {
 	}
 }
 
+// Both networked engines let every dashboard list every node.
+var (
+	_ dashboard.Peers = (*redisbroker.Broker)(nil)
+	_ dashboard.Peers = (*natsbroker.Broker)(nil)
+)
+
 // TestDashboardOnEngines runs the dashboard of a node in a two-node
 // cluster on each networked engine: the snapshot names the engine and the
-// node, and a console watch socket on one node receives a message
-// published on the other.
+// node, its Nodes list both nodes (the engines implement dashboard.Peers),
+// and a console watch socket on one node receives a message published on
+// the other.
 func TestDashboardOnEngines(t *testing.T) {
 	for name, url := range relaytest.Engines {
 		t.Run(name, func(t *testing.T) {
@@ -434,6 +444,27 @@ func TestDashboardOnEngines(t *testing.T) {
 			getJSON(t, hc, "GET", base+"/dashboard/api/snapshot", &snap)
 			if snap.Engine != name || !snap.Networked || snap.Node == "" {
 				t.Fatalf("snapshot %+v", snap)
+			}
+			// Both nodes show in Nodes once each shared its summary
+			// (every 2 s; the snapshot is resampled every second).
+			var want []string
+			for _, n := range nodes {
+				want = append(want, n.Server.Engine.(interface{ NodeID() string }).NodeID())
+			}
+			slices.Sort(want)
+			var listed []string
+			deadline := time.Now().Add(15 * time.Second)
+			for !slices.Equal(listed, want) {
+				if time.Now().After(deadline) {
+					t.Fatalf("snapshot nodes %v, want %v", listed, want)
+				}
+				time.Sleep(100 * time.Millisecond)
+				var s struct{ Nodes []dashboard.NodeSummary }
+				getJSON(t, hc, "GET", base+"/dashboard/api/snapshot", &s)
+				listed = listed[:0]
+				for _, n := range s.Nodes {
+					listed = append(listed, n.Node)
+				}
 			}
 			var w struct{ Path, Protocol string }
 			getJSON(t, hc, "POST", base+"/dashboard/api/watch", &w)

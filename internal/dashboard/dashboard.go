@@ -207,11 +207,7 @@ func (d *Dashboard) routes(public bool) http.Handler {
 	}
 	mux.HandleFunc("GET /dashboard/{$}", func(w http.ResponseWriter, r *http.Request) {
 		if public && !d.session(r) {
-			var ld loginData
-			if r.URL.Query().Get("login") == "failed" {
-				ld.Error = "That API key is not valid."
-			}
-			d.page(w, http.StatusOK, "login.html", ld)
+			d.page(w, http.StatusOK, "login.html", loginData{Error: loginError(r.URL.Query().Get("login"))})
 			return
 		}
 		d.page(w, http.StatusOK, "index.html", indexData{Node: d.cfg.NodeID, Login: public, CSRFHeader: CSRFHeader})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -179,7 +180,7 @@ func TestLogin(t *testing.T) {
 	if res.StatusCode != 200 || !strings.Contains(body, `"message":"b"`) {
 		t.Errorf("history: %s %s", res.Status, body)
 	}
-	res, body = do(t, c, "POST", public.URL+"/dashboard/api/watch", "")
+	res, _ = do(t, c, "POST", public.URL+"/dashboard/api/watch", "")
 	if res.StatusCode != http.StatusForbidden {
 		t.Errorf("watch without the CSRF header: %s", res.Status)
 	}
@@ -475,5 +476,48 @@ func TestPeers(t *testing.T) {
 	d, _, _, _ := newTest(t, false, Config{})
 	if s := d.cur.Load().snap; s.Nodes != nil {
 		t.Errorf("nodes without Peers: %+v", s.Nodes)
+	}
+}
+
+// After 10 attempts at once, an address gets 303 to the form saying it
+// is throttled, whatever key it sends, until a token refills (5 a
+// minute); another address is not affected.
+func TestLoginThrottled(t *testing.T) {
+	_, public, _, clk := newTest(t, true, Config{})
+	c := noRedirect(t)
+	for i := range loginBurst {
+		res := login(t, c, public.URL, "wrong-key-wrong-key-wrong")
+		if loc := res.Header.Get("Location"); res.StatusCode != http.StatusSeeOther || loc != "/dashboard/?login=failed" {
+			t.Fatalf("wrong key %d: %s to %q", i+1, res.Status, loc)
+		}
+	}
+	// Throttled: even the right key is not checked.
+	for _, k := range []string{"wrong-key-wrong-key-wrong", key} {
+		res := login(t, c, public.URL, k)
+		if loc := res.Header.Get("Location"); res.StatusCode != http.StatusSeeOther || loc != "/dashboard/?login=throttled" || len(res.Cookies()) != 0 {
+			t.Fatalf("login with %q after the burst: %s to %q, cookies %v", k, res.Status, loc, res.Cookies())
+		}
+	}
+	res, body := do(t, c, "GET", public.URL+"/dashboard/?login=throttled", "")
+	if res.StatusCode != 200 || !strings.Contains(body, "Too many login attempts") || !strings.Contains(body, "wait a minute") || !strings.Contains(body, `action="/dashboard/login"`) {
+		t.Errorf("the form after throttling: %s %q", res.Status, body)
+	}
+
+	// Another address (127.0.0.2) logs in meanwhile.
+	other := noRedirect(t)
+	other.Transport = &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}
+	if res := login(t, other, public.URL, key); res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/dashboard/" || len(res.Cookies()) != 1 {
+		t.Errorf("login from another address: %s to %q", res.Status, res.Header.Get("Location"))
+	}
+
+	// 13 s later one attempt is allowed again: the right key logs in, and
+	// the next attempt is throttled.
+	clk.add(13 * time.Second)
+	res = login(t, c, public.URL, key)
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/dashboard/" || len(res.Cookies()) != 1 {
+		t.Fatalf("login after a token refilled: %s to %q", res.Status, res.Header.Get("Location"))
+	}
+	if res := login(t, noRedirect(t), public.URL, key); res.Header.Get("Location") != "/dashboard/?login=throttled" {
+		t.Fatalf("the next login: %s to %q, want throttled", res.Status, res.Header.Get("Location"))
 	}
 }

@@ -5,9 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/relayhq/relay/internal/ratelimit"
 )
 
 // CookieName is the session cookie of the main listener's dashboard.
@@ -21,10 +24,44 @@ type sessions struct {
 	mu  sync.Mutex
 	m   map[[32]byte]time.Time
 	max int
+
+	attempts *ratelimit.Limiter // login attempts per client address
 }
 
+// Login attempts per client address (IPv6 by /64): loginBurst at once,
+// then loginRate a second (5 a minute); at most loginAddrs addresses are
+// tracked. Every attempt that reaches the key check takes one, a right
+// key too (a session lasts hours, so that costs nothing in practice):
+// ratelimit has no refund, and checking the budget before the key is what
+// keeps a throttled address from testing keys at all.
+const (
+	loginRate  = 5.0 / 60
+	loginBurst = 10
+	loginAddrs = 10_000
+)
+
 func newSessions(max int) *sessions {
-	return &sessions{m: make(map[[32]byte]time.Time), max: max}
+	return &sessions{m: make(map[[32]byte]time.Time), max: max,
+		attempts: ratelimit.New(loginRate, loginBurst, nil, loginAddrs)}
+}
+
+// allowLogin takes a login attempt from r's client address; false: too
+// many lately. A remote address that is not ip:port is not limited.
+func (s *sessions) allowLogin(r *http.Request, now time.Time) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err != nil || s.attempts.Allow(ap.Addr(), now)
+}
+
+// loginError is what the login form says after a refused login, from the
+// "login" query parameter the refusal redirected with.
+func loginError(reason string) string {
+	switch reason {
+	case "failed":
+		return "That API key is not valid."
+	case "throttled":
+		return "Too many login attempts from your address: wait a minute, then try again."
+	}
+	return ""
 }
 
 // create returns a new random 256-bit session id valid until expires.
@@ -107,10 +144,17 @@ const maxLoginBody = 4 << 10
 
 // login takes an API key from the form field "key": a right one gets a
 // session cookie and 303 to the dashboard, a wrong one 303 back to the
-// form, which then says so.
+// form, which then says so. An address that made too many attempts lately
+// gets 303 to the form saying so (?login=throttled), and its key is not
+// checked.
 func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 	if !sameOrigin(r) {
 		d.page(w, http.StatusForbidden, "login.html", loginData{Error: "This login came from another site."})
+		return
+	}
+	if !d.sessions.allowLogin(r, d.now()) {
+		d.cfg.Log.Debug("dashboard login throttled", "remote", r.RemoteAddr)
+		http.Redirect(w, r, "/dashboard/?login=throttled", http.StatusSeeOther)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)

@@ -26,8 +26,9 @@ type Broker struct {
 	node  relay.Node           // set by Bind, before Run
 	seq   *sequencer.Sequencer // set by Bind
 
-	conn  atomic.Pointer[conn]  // set while Run runs
-	infra atomic.Pointer[infra] // set once the streams and buckets are known
+	conn  atomic.Pointer[conn]       // set while Run runs
+	infra atomic.Pointer[infra]      // set once the streams and buckets are known
+	dash  atomic.Pointer[dashBucket] // the dashboard's bucket, once used on the current infra
 
 	inbox        chan *nats.Msg // the subscriptions deliver here; dispatch reads
 	lastAsyncErr atomic.Int64   // unix nanoseconds of the last async error logged

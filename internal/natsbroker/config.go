@@ -164,24 +164,26 @@ func (c Config) withDefaults() (Config, error) {
 
 // names are the streams, buckets and subjects of one prefix.
 type names struct {
-	topic    string // core subjects carrying messages: topic + "." + token(topic)
-	node     string // core subjects carrying kicks: node + "." + token(node id)
-	fresh    string // bucket of epochs handed out for topics without a stream
-	idem     string // bucket of idempotency keys of messages to one user
-	registry string // bucket of registrations
-	presence string // bucket of per-topic per-user connection counts
-	nodes    string // bucket of node heartbeats
+	topic     string // core subjects carrying messages: topic + "." + token(topic)
+	node      string // core subjects carrying kicks: node + "." + token(node id)
+	fresh     string // bucket of epochs handed out for topics without a stream
+	idem      string // bucket of idempotency keys of messages to one user
+	registry  string // bucket of registrations
+	presence  string // bucket of per-topic per-user connection counts
+	nodes     string // bucket of node heartbeats
+	dashboard string // bucket of the dashboard's node summaries (peers.go)
 }
 
 func newNames(prefix string) names {
 	return names{
-		topic:    prefix + ".t",
-		node:     prefix + ".node",
-		fresh:    prefix + "_fresh",
-		idem:     prefix + "_idem",
-		registry: prefix + "_registry",
-		presence: prefix + "_presence",
-		nodes:    prefix + "_nodes",
+		topic:     prefix + ".t",
+		node:      prefix + ".node",
+		fresh:     prefix + "_fresh",
+		idem:      prefix + "_idem",
+		registry:  prefix + "_registry",
+		presence:  prefix + "_presence",
+		nodes:     prefix + "_nodes",
+		dashboard: prefix + "_dashboard",
 	}
 }
 

@@ -24,6 +24,8 @@
 //	                      socket, deadline; MaxAge RegistryMaxAge
 //	KV P_presence         key T.<user>: JSON {node#incarnation: connections}
 //	KV P_nodes            key T (node id): JSON incarnation and beat count; MaxAge 10m
+//	KV P_dashboard        key T (node id): the node's dashboard summary (JSON, at most
+//	                      2 KiB); memory storage, MaxAge the summaries' ttl (peers.go)
 //
 // A stored message carries headers Relay-Offset and Relay-Epoch, and is
 // written by compare-and-set: Nats-Expected-Last-Subject-Sequence is the

@@ -19,6 +19,7 @@
 //	P:p:{topic}   hash  user → connections on every node
 //	P:pn:{node}   hash  "topic\nuser" → that node's share of P:p
 //	P:nodes       sorted set node → last heartbeat (ms)
+//	P:d:{node}    string: the node's dashboard summary (JSON), expiring (peers.go)
 //
 // One publish is one round trip: a Lua script assigns the offset, appends
 // to the history, publishes and stores the idempotency key atomically.
@@ -314,6 +315,7 @@ func (k keys) nodeRegs(n string) string     { return k.prefix + ":rn:" + n }
 func (k keys) presence(topic string) string { return k.prefix + ":p:" + topic }
 func (k keys) nodePresence(n string) string { return k.prefix + ":pn:" + n }
 func (k keys) nodes() string                { return k.prefix + ":nodes" }
+func (k keys) summary(n string) string      { return k.prefix + ":d:" + n }
 
 var _ relay.Engine = (*Broker)(nil)
 
