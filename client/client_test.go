@@ -369,3 +369,51 @@ func TestSubscribeSince(t *testing.T) {
 		t.Fatalf("first event from another epoch = %+v, want a gap resuming after 5 of %s", ev, epoch)
 	}
 }
+
+// TestStreamRefusedWhileReconnecting: a topic subscribed while the stream
+// is reconnecting goes out with the resubscribe of the others; when the
+// server refuses it, Subscribe returns the refusal (instead of waiting
+// forever) and the other topics are subscribed again.
+func TestStreamRefusedWhileReconnecting(t *testing.T) {
+	const secret = "token-secret-0123456789abcdef0123456789"
+	a, _ := auth.New(auth.Config{TokenSecret: []byte(secret)})
+	in := relaytest.Start(t, server.Config{API: apiWithAuth(a)})
+	c := in.Client
+	tok, _ := auth.Mint([]byte(secret), 9, time.Minute, []string{"ok"})
+	s, err := c.OpenStream(ctxT(t), c.TokenURL(tok), client.StreamOptions{MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Refused on the first connection, right after OpenStream.
+	if err := s.Subscribe(ctxT(t), false, "nope"); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Fatalf("first subscribe to a refused topic = %v, want forbidden", err)
+	}
+	if err := s.Subscribe(ctxT(t), false, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	in.Stop()
+	refused := make(chan error, 1)
+	go func() { refused <- s.Subscribe(ctxT(t), false, "nope") }()
+	startAt(t, in.Addr, server.Config{API: apiWithAuth(a)})
+	select {
+	case err := <-refused:
+		if err == nil || !strings.Contains(err.Error(), "forbidden") {
+			t.Fatalf("subscribe while reconnecting = %v, want forbidden", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Subscribe of a refused topic did not return after the reconnect")
+	}
+	// The restarted server has a new epoch: a gap, then live messages.
+	if ev := next(t, s); ev.Type != "gap" || ev.Topic != "ok" {
+		t.Fatalf("first event after the restart = %+v, want a gap on ok", ev)
+	}
+	// The resubscribe may still be on its way: publish until it arrives.
+	c2, _ := client.New("http://" + in.Addr)
+	if _, err := c2.Publish(ctxT(t), client.Publish{Topic: "ok", Message: "back"}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, s); ev.Type != "message" || ev.Message != "back" {
+		t.Fatalf("after the gap = %+v, want the live message", ev)
+	}
+}

@@ -79,6 +79,7 @@ type topicState struct {
 	presence bool
 	pos      *Position // nil until the first subscribed frame
 	ready    chan struct{}
+	err      error           // why the server refused the topic, when ready closed without a position
 	users    map[uint64]bool // who is present, with presence
 }
 
@@ -119,6 +120,10 @@ func (c *Client) OpenStream(ctx context.Context, url string, opts StreamOptions)
 	if err != nil {
 		return nil, err
 	}
+	// Attached before OpenStream returns, so that a first Subscribe is
+	// answered on this connection rather than by the resubscribe of a
+	// connection that is not yet current.
+	s.attach(ws)
 	go s.run(ws)
 	return s, nil
 }
@@ -227,6 +232,12 @@ func (s *Stream) awaitReady(ctx context.Context, topics []string) error {
 		}
 		select {
 		case <-st.ready:
+			s.mu.Lock()
+			err := st.err
+			s.mu.Unlock()
+			if err != nil {
+				return err
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.done:
@@ -349,10 +360,10 @@ func (s *Stream) write(ws *websocket.Conn, v any) error {
 // run owns the connection: it reads until the connection fails, then
 // reconnects with backoff and resubscribes, until Close or a final error.
 func (s *Stream) run(ws *websocket.Conn) {
-	defer close(s.done)
+	// done closes first, so that Err is set for whoever sees Events close.
 	defer close(s.events)
+	defer close(s.done)
 	for attempt := 0; ; {
-		s.attach(ws)
 		err := s.read(ws)
 		s.detach(ws)
 		select {
@@ -383,6 +394,7 @@ func (s *Stream) run(ws *websocket.Conn) {
 			}
 		}
 		attempt = 0
+		s.attach(ws)
 	}
 }
 
@@ -600,11 +612,39 @@ func (s *Stream) failAck(f frame, raw []byte) {
 		Message string `json:"message"`
 	}
 	json.Unmarshal(raw, &e)
+	err := fmt.Errorf("relay: %s: %s", e.Code, e.Message)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a := s.acks[string(f.ID)]; a != nil {
 		delete(s.acks, string(f.ID))
-		a.done <- fmt.Errorf("relay: %s: %s", e.Code, e.Message)
+		a.done <- err
+		// The server refuses a command as a whole. Topics never confirmed
+		// are forgotten, and a Subscribe waiting for them (its command went
+		// out with a resubscribe) learns why; topics confirmed before,
+		// which a resubscribe grouped with them, are subscribed again.
+		var again []string
+		presence, dropped := false, false
+		for t := range a.topics {
+			st := s.topics[t]
+			switch {
+			case st == nil:
+			case st.pos == nil:
+				delete(s.topics, t)
+				dropped = true
+				st.err = err
+				select {
+				case <-st.ready:
+				default:
+					close(st.ready)
+				}
+			default:
+				again, presence = append(again, t), st.presence
+			}
+		}
+		if dropped && len(again) > 0 {
+			slices.Sort(again)
+			s.sendSubscribeLocked(again, presence)
+		}
 	}
 }
 
