@@ -169,6 +169,7 @@ Flags:
 				return "", err
 			}
 			lastErr = ""
+			note("reconnecting: registered again as user %d", user)
 			regMu.Lock()
 			regID = reg.ID
 			regMu.Unlock()
