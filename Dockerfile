@@ -18,7 +18,9 @@
 #
 # The HEALTHCHECK runs `relay health`, which GETs /health on the port of
 # RELAY_ADDR (there is no curl or shell in the image); `relay health
-# -readyz` checks /readyz for an orchestrator's readiness probe.
+# -readyz` checks /readyz for an orchestrator's readiness probe. Change
+# the port with -e RELAY_ADDR=0.0.0.0:PORT, not with -addr or a config
+# file, which the health check does not see (or set RELAY_SERVER too).
 #
 # `docker build` is not run in this repository's CI (no Docker engine);
 # deploy/dockerfile_test.go checks this file without one: see
