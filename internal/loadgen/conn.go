@@ -357,14 +357,4 @@ func (e *errCounter) snapshot() map[string]int64 {
 	return m
 }
 
-func (e *errCounter) total() int64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var n int64
-	for _, v := range e.m {
-		n += v
-	}
-	return n
-}
-
 var net10s = net.Dialer{Timeout: 10 * time.Second}
