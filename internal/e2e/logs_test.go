@@ -320,7 +320,10 @@ func TestUpgradeVersionRefused(t *testing.T) {
 // client's address.
 func TestCloseAndRefusalLogs(t *testing.T) {
 	in, logs, stop := startLogged(t, server.Config{
-		API: api.Config{ConnectLimit: ratelimit.New(1000, 1000, nil, 100), RegisterLimit: ratelimit.New(1000, 1000, nil, 100)},
+		// The connect rate refills at 50/s, so that the loop below outruns
+		// it even when a loaded machine takes milliseconds per request;
+		// its burst of 200 covers every socket the test opens before.
+		API: api.Config{ConnectLimit: ratelimit.New(50, 200, nil, 100), RegisterLimit: ratelimit.New(1000, 1000, nil, 100)},
 		WS:  ws.Config{MaxMessageBytes: 1024, MessageRate: 10, MessageBurst: 10, SendQueueBytes: 4096, MaxConnections: 20, CloseTimeout: time.Second},
 	})
 	// Closes the client causes: the code and the level.
