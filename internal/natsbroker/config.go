@@ -68,8 +68,11 @@ type Config struct {
 	// looks for nodes that stopped.
 	Heartbeat time.Duration // default 2s
 	// NodeTTL is how long a node's heartbeat may stand still before the
-	// others remove its presence and release its registrations.
-	NodeTTL time.Duration // default 10s
+	// others remove its presence and release its registrations. An
+	// observer sees a beat up to one Heartbeat late and checks once per
+	// Heartbeat, so a dead node is removed NodeTTL to NodeTTL+2×Heartbeat
+	// after its last beat: 8 s keeps that within 12 s, as with Redis.
+	NodeTTL time.Duration // default 8s
 	// CheckInterval is how often the latest position of every watched
 	// topic is read, so that a lost last message is repaired.
 	CheckInterval time.Duration // default 2s
@@ -131,7 +134,7 @@ func (c Config) withDefaults() (Config, error) {
 		{&c.RegistryMaxAge, DefaultRegistryMaxAge},
 		{&c.StreamIdle, DefaultStreamIdle},
 		{&c.Heartbeat, 2 * time.Second},
-		{&c.NodeTTL, 10 * time.Second},
+		{&c.NodeTTL, 8 * time.Second},
 		{&c.CheckInterval, 2 * time.Second},
 		{&c.Timeout, 1500 * time.Millisecond},
 		{&c.ReconnectWait, 500 * time.Millisecond},

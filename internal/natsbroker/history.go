@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -142,7 +143,10 @@ func (b *Broker) History(ctx context.Context, topic string, since uint64, limit 
 // than half its life is written again, so it lives on while watched.
 func (b *Broker) freshEpoch(ctx context.Context, inf *infra, topic string, refresh bool) (string, error) {
 	key := token(topic)
-	for range 4 {
+	for try := range freshTries {
+		if err := contended(ctx, try); err != nil {
+			return "", err
+		}
 		e, err := inf.fresh.Get(ctx, key)
 		if err == nil {
 			state, epoch := parseFresh(e.Value())
@@ -176,7 +180,10 @@ func (b *Broker) freshEpoch(ctx context.Context, inf *infra, topic string, refre
 // is never reused: the publish takes a new epoch.
 func (b *Broker) takeFresh(ctx context.Context, inf *infra, topic string) (string, uint64, error) {
 	key := token(topic)
-	for range 4 {
+	for try := range freshTries {
+		if err := contended(ctx, try); err != nil {
+			return "", 0, err
+		}
 		e, err := inf.fresh.Get(ctx, key)
 		var rev uint64
 		epoch := newEpoch()
@@ -201,6 +208,30 @@ func (b *Broker) takeFresh(ctx context.Context, inf *infra, topic string) (strin
 		}
 	}
 	return "", 0, fmt.Errorf("the fresh epoch of %q keeps changing", topic)
+}
+
+// freshTries bounds the compare-and-set rounds on a fresh-epoch entry. Every
+// node's first publishes (and subscribes) on a new topic race on the one
+// entry, and a round fails when another wrote between its read and its
+// write, so a few racers on a loaded machine can lose several rounds in a
+// row; contended spaces the rounds out.
+const freshTries = 12
+
+// contended waits before round try of a compare-and-set (not before the
+// first): a random time up to 1 ms << try, at most 64 ms, so racers that
+// collided spread out.
+func contended(ctx context.Context, try int) error {
+	if try == 0 {
+		return nil
+	}
+	t := time.NewTimer(rand.N(time.Millisecond << min(try, 6)))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 func parseFresh(v []byte) (state, epoch string) {
