@@ -95,6 +95,7 @@ type Format uint8
 const (
 	FormatSeed Format = iota // raw text frame carrying Message.Data
 	FormatV1                 // relay.v1 JSON frames
+	FormatPusher             // Pusher Channels protocol 7 frames
 	NumFormats
 )
 

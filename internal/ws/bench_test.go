@@ -81,7 +81,7 @@ func BenchmarkFlush(b *testing.B) {
 			defer nc.Close()
 			s := New(Config{Writers: 1})
 			s.dropPollers()
-			c := s.adopt(nc, relay.FormatSeed, "")
+			c := s.adopt(nc, relay.FormatSeed, "", nil)
 			w := s.writers[0]
 			frame := EncodeText(make([]byte, 100))
 			b.ReportAllocs()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -49,6 +50,7 @@ type Conn struct {
 	w      *writer
 	format relay.Format
 	encode func(*relay.Message) []byte
+	prof   *Profile // nil: Relay's own protocols
 	bucket uint32 // keepalive bucket: which tick of the cycle pings it
 	proto  string
 	id     uint64 // names the connection in log lines
@@ -170,11 +172,23 @@ func (c *Conn) Close(reason relay.CloseReason) { c.CloseWith(reason, "") }
 // still sent first, except for a slow consumer, whose queue is dropped.
 func (c *Conn) CloseWith(reason relay.CloseReason, text string) {
 	cc := closeCodes[reason]
+	if c.prof != nil {
+		if pc, ok := c.prof.CloseCodes[reason]; ok {
+			cc.code, cc.text, cc.kind = pc.Code, pc.Text, "ws_close_"+strconv.Itoa(int(pc.Code))
+		}
+	}
 	if text == "" {
 		text = cc.text
 	}
 	c.startClose(closeFrame(cc.code, text), reason == relay.CloseSlowConsumer,
 		ending{code: cc.code, text: text, by: "server", level: cc.level, kind: cc.kind})
+}
+
+// CloseCode starts the closing handshake with a code of the connection's
+// own protocol (such as Pusher's 4001 or 4009), logged at Info.
+func (c *Conn) CloseCode(code uint16, text string) {
+	c.startClose(closeFrame(code, text), false,
+		ending{code: code, text: text, by: "server", level: slog.LevelInfo, kind: "ws_close_" + strconv.Itoa(int(code))})
 }
 
 // startClose queues frame (a close frame) as the last frame; end says why,
@@ -324,7 +338,11 @@ func (c *Conn) keepalive(now int64, bucket uint32) {
 			return
 		}
 		if c.bucket == bucket {
-			c.enqueue(pingFrame)
+			if c.prof != nil && c.prof.Ping != nil {
+				c.enqueue(c.prof.Ping)
+			} else {
+				c.enqueue(pingFrame)
+			}
 		}
 		c.mu.Lock()
 		if !c.scheduled && len(c.queue) == 0 && cap(c.queue) > 0 {

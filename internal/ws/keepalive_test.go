@@ -18,6 +18,11 @@ import (
 // connection to be closed (by either side), then stops s and waits for
 // Run to return.
 func runOnPipe(s *Server) (c *Conn, clientSide net.Conn, stop func()) {
+	return runOnPipeAs(s, nil)
+}
+
+// runOnPipeAs is runOnPipe for a connection of profile p.
+func runOnPipeAs(s *Server, p *Profile) (c *Conn, clientSide net.Conn, stop func()) {
 	s.dropPollers()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -27,7 +32,7 @@ func runOnPipe(s *Server) (c *Conn, clientSide net.Conn, stop func()) {
 	}()
 	serverSide, clientSide := net.Pipe()
 	rec := &recorder{closed: make(chan struct{})}
-	c = s.adopt(serverSide, relay.FormatSeed, "")
+	c = s.adopt(serverSide, relay.FormatSeed, "", p)
 	c.Start(rec)
 	return c, clientSide, func() {
 		<-rec.closed
@@ -88,6 +93,55 @@ func TestKeepalive(t *testing.T) {
 		}
 		if got := s.stats.IdleCloses.Load(); got != 1 {
 			t.Fatalf("idle closes = %d, want 1", got)
+		}
+	})
+}
+
+// TestProfileKeepalive: a connection of a Profile is pinged with the
+// profile's own frame (a text message here, as Pusher's pusher:ping), an
+// answer in text keeps it alive, and when it goes quiet it is closed with
+// the profile's code for an idle connection, not Relay's 4003.
+func TestProfileKeepalive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const ping, idle = 10 * time.Second, 30 * time.Second
+		p := &Profile{
+			Format:     relay.FormatSeed,
+			Ping:       EncodeText([]byte(`{"event":"pusher:ping","data":"{}"}`)),
+			CloseCodes: map[relay.CloseReason]CloseCode{relay.CloseIdle: {4201, "Pong reply not received"}},
+		}
+		s := New(Config{PingInterval: ping, IdleTimeout: idle, CloseTimeout: 2 * time.Second})
+		_, clientSide, stop := runOnPipeAs(s, p)
+		start := time.Now()
+		pings, controlPings := 0, 0
+		var code uint16
+		var reason string
+		br := bufio.NewReader(clientSide)
+		for {
+			op, payload, err := readFrame(br)
+			if err != nil {
+				break
+			}
+			switch op {
+			case opText:
+				if string(payload) != `{"event":"pusher:ping","data":"{}"}` {
+					t.Fatalf("text %q, want the profile's ping", payload)
+				}
+				pings++
+				if time.Since(start) < 25*time.Second {
+					clientSide.Write(clientFrame(true, opText, []byte(`{"event":"pusher:pong","data":"{}"}`), [4]byte{1, 2, 3, 4}))
+				}
+			case opPing:
+				controlPings++
+			case opClose:
+				code, reason = binary.BigEndian.Uint16(payload), string(payload[2:])
+			}
+		}
+		stop()
+		if code != 4201 || reason != "Pong reply not received" {
+			t.Fatalf("close %d %q, want 4201 Pong reply not received", code, reason)
+		}
+		if pings < 3 || controlPings != 0 {
+			t.Fatalf("%d profile pings and %d WebSocket pings, want >= 3 and 0", pings, controlPings)
 		}
 	})
 }

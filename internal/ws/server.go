@@ -288,6 +288,32 @@ var ErrShuttingDown = fmt.Errorf("server is shutting down: %w", relay.ErrUnavail
 // connection, which is not yet reading: call Start. On failure the client
 // has already been answered.
 func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
+	return s.UpgradeAs(w, r, nil)
+}
+
+// Profile is how the connections of a protocol that is not Relay's own
+// differ from Relay's: their wire format, close codes and keepalive ping.
+// One Profile serves every connection of its protocol; it must not change.
+type Profile struct {
+	// Format is the format Deliver encodes messages in.
+	Format relay.Format
+	// CloseCodes replace the codes and texts of closeCodes for the reasons
+	// they list (the level the close is logged at stays).
+	CloseCodes map[relay.CloseReason]CloseCode
+	// Ping is a whole frame sent on every keepalive ping instead of a
+	// WebSocket ping, for protocols whose clients expect their own.
+	Ping []byte
+}
+
+// CloseCode is a close frame's code and reason text.
+type CloseCode struct {
+	Code uint16
+	Text string
+}
+
+// UpgradeAs is Upgrade for a connection of the protocol p describes;
+// nil p is Upgrade.
+func (s *Server) UpgradeAs(w http.ResponseWriter, r *http.Request, p *Profile) (*Conn, error) {
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
@@ -312,7 +338,11 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 	nc := wc.NetConn()
 	nc.SetDeadline(time.Time{}) // net/http's request deadlines must not outlive the upgrade
 	proto := wc.Subprotocol()
-	c := s.adopt(nc, s.cfg.Subprotocols[proto], proto)
+	format := s.cfg.Subprotocols[proto]
+	if p != nil {
+		format = p.Format
+	}
+	c := s.adopt(nc, format, proto, p)
 	if c == nil {
 		s.slots.Add(-1)
 		return nil, ErrShuttingDown
@@ -322,7 +352,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 
 // adopt wraps an upgraded connection and adds it to the set, or closes it
 // and returns nil when the server is shutting down.
-func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
+func (s *Server) adopt(nc net.Conn, format relay.Format, proto string, p *Profile) *Conn {
 	n := s.next.Add(1)
 	c := &Conn{
 		srv:    s,
@@ -331,6 +361,7 @@ func (s *Server) adopt(nc net.Conn, format relay.Format, proto string) *Conn {
 		bucket: n % s.buckets,
 		format: format,
 		encode: s.cfg.Encoders[format],
+		prof:   p,
 		proto:  proto,
 		id:     s.ids.Add(1),
 	}
