@@ -121,6 +121,49 @@ func TestPublishBatch(t *testing.T) {
 	}
 }
 
+// TestPublishReceipt: every field of a publish's answer, against what the
+// subscribers received.
+func TestPublishReceipt(t *testing.T) {
+	in := relaytest.Start(t, server.Config{})
+	c := in.Client
+	one := listen(t, c, 1, "t")
+	two := listen(t, c, 2, "t")
+	r1, err := c.Publish(ctxT(t), client.Publish{Topic: "t", Message: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Offset != 1 || r1.Epoch == "" || r1.Delivered != 2 || r1.Duplicate || r1.Err != nil {
+		t.Fatalf("first receipt %+v, want offset 1, an epoch, delivered to 2", r1)
+	}
+	r2, err := c.Publish(ctxT(t), client.Publish{Topic: "t", Message: "second"})
+	if err != nil || r2.Offset != 2 || r2.Epoch != r1.Epoch || r2.Delivered != 2 || r2.Duplicate {
+		t.Fatalf("second receipt %+v, %v, want offset 2 in epoch %s, delivered to 2", r2, err, r1.Epoch)
+	}
+	// To one user: outside the topic's stream, so no offset and no epoch.
+	u := uint64(1)
+	rp, err := c.Publish(ctxT(t), client.Publish{Topic: "t", UserID: &u, Message: "for 1"})
+	if err != nil || rp.Offset != 0 || rp.Epoch != "" || rp.Delivered != 1 || rp.Duplicate {
+		t.Fatalf("receipt to user 1 %+v, %v, want no offset, delivered to 1", rp, err)
+	}
+	// Nobody listening: stored all the same, delivered to none.
+	rn, err := c.Publish(ctxT(t), client.Publish{Topic: "empty", Message: "x"})
+	if err != nil || rn.Offset != 1 || rn.Epoch == "" || rn.Delivered != 0 {
+		t.Fatalf("receipt on a topic without subscribers %+v, %v", rn, err)
+	}
+	if got := drain(t, c, one, "t"); strings.Join(got, ",") != "first,second,for 1" {
+		t.Fatalf("user 1 received %q", got)
+	}
+	if got := drain(t, c, two, "t"); strings.Join(got, ",") != "first,second" {
+		t.Fatalf("user 2 received %q", got)
+	}
+	// A receipt's position is where reading picks up: after r1 comes
+	// exactly r2's message.
+	h, err := c.History(ctxT(t), "t", client.HistoryOptions{Since: r1.Offset, Limit: 1})
+	if err != nil || h.Epoch != r1.Epoch || len(h.Messages) != 1 || h.Messages[0] != (client.HistoryMessage{Offset: r2.Offset, Message: "second"}) {
+		t.Fatalf("history after the first receipt = %+v, %v", h, err)
+	}
+}
+
 func TestPublishIdempotencyKey(t *testing.T) {
 	in := relaytest.Start(t, server.Config{})
 	c := in.Client
@@ -136,8 +179,66 @@ func TestPublishIdempotencyKey(t *testing.T) {
 	if first.Duplicate || !again.Duplicate || again.Offset != first.Offset || again.Epoch != first.Epoch {
 		t.Fatalf("first %+v, repeat %+v: want the repeat to answer the first's offset as a duplicate", first, again)
 	}
-	if got := drain(t, c, conn, "t"); len(got) != 1 || got[0] != "once" {
-		t.Fatalf("received %q, want the message once", got)
+	// A key is scoped to its topic and audience: the same key elsewhere
+	// is another publish, itself deduplicated.
+	other, err := c.Publish(ctxT(t), client.Publish{Topic: "u", Message: "other topic", IdempotencyKey: "order-42"})
+	if err != nil || other.Duplicate || other.Offset != 1 {
+		t.Fatalf("the same key on another topic = %+v, %v, want a new publish", other, err)
+	}
+	user := uint64(1)
+	for i, wantDup := range []bool{false, true} {
+		r, err := c.Publish(ctxT(t), client.Publish{Topic: "t", UserID: &user, Message: "to user 1", IdempotencyKey: "order-42"})
+		if err != nil || r.Duplicate != wantDup || r.Offset != 0 {
+			t.Fatalf("publish %d of the key to user 1 = %+v, %v, want duplicate %v", i, r, err, wantDup)
+		}
+	}
+	if got := drain(t, c, conn, "t"); strings.Join(got, ",") != "once,to user 1" {
+		t.Fatalf("received %q, want each message once", got)
+	}
+}
+
+// TestTokenConnect: a seed connection on TokenURL is the token's user
+// (publishes to that user reach it, others' do not) and starts on the
+// default topics its token allows; a refused token is an *Error 401.
+func TestTokenConnect(t *testing.T) {
+	const secret = "token-secret-0123456789abcdef0123456789"
+	a, _ := auth.New(auth.Config{TokenSecret: []byte(secret)})
+	in := relaytest.Start(t, server.Config{API: apiWithAuth(a)})
+	c := in.Client
+	tok, err := auth.Mint([]byte(secret), 12, time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := c.Connect(ctxT(t), c.TokenURL(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Sync(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Presence(ctxT(t), "cats") // the seed's default topic
+	if err != nil || len(p.Users) != 1 || p.Users[0].UserID != 12 {
+		t.Fatalf("presence on cats = %+v, %v, want the token's user 12", p, err)
+	}
+	u12, u13 := uint64(12), uint64(13)
+	for _, pub := range []client.Publish{
+		{Topic: "cats", Message: "to all"},
+		{Topic: "cats", UserID: &u12, Message: "to 12"},
+		{Topic: "cats", UserID: &u13, Message: "to 13"},
+	} {
+		if _, err := c.Publish(ctxT(t), pub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := drain(t, c, conn, "cats"); strings.Join(got, ",") != "to all,to 12" {
+		t.Fatalf("received %q, want the message to all and the one to user 12", got)
+	}
+
+	expired, _ := auth.Mint([]byte(secret), 12, -time.Minute, nil)
+	var ce *client.Error
+	if _, err := c.Connect(ctxT(t), c.TokenURL(expired)); !errors.As(err, &ce) || ce.Status != 401 || !strings.Contains(ce.Message, "expired") {
+		t.Fatalf("an expired token = %v, want a 401 saying it expired", err)
 	}
 }
 
@@ -372,8 +473,9 @@ func TestSubscribeSince(t *testing.T) {
 
 // TestStreamRefusedWhileReconnecting: a topic subscribed while the stream
 // is reconnecting goes out with the resubscribe of the others; when the
-// server refuses it, Subscribe returns the refusal (instead of waiting
-// forever) and the other topics are subscribed again.
+// server refuses it, Subscribe (or SubscribeSince, whose topic has a
+// position before the server ever confirmed it) returns the refusal
+// instead of waiting forever, and the other topics are subscribed again.
 func TestStreamRefusedWhileReconnecting(t *testing.T) {
 	const secret = "token-secret-0123456789abcdef0123456789"
 	a, _ := auth.New(auth.Config{TokenSecret: []byte(secret)})
@@ -393,16 +495,24 @@ func TestStreamRefusedWhileReconnecting(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.Stop()
-	refused := make(chan error, 1)
+	refused := make(chan error, 2)
 	go func() { refused <- s.Subscribe(ctxT(t), false, "nope") }()
+	go func() {
+		refused <- s.SubscribeSince(ctxT(t), false, map[string]client.Position{"nope.since": {Offset: 3, Epoch: "old"}})
+	}()
 	startAt(t, in.Addr, server.Config{API: apiWithAuth(a)})
-	select {
-	case err := <-refused:
-		if err == nil || !strings.Contains(err.Error(), "forbidden") {
-			t.Fatalf("subscribe while reconnecting = %v, want forbidden", err)
+	for range 2 {
+		select {
+		case err := <-refused:
+			if err == nil || !strings.Contains(err.Error(), "forbidden") {
+				t.Fatalf("subscribe while reconnecting = %v, want forbidden", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Subscribe of a refused topic did not return after the reconnect")
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Subscribe of a refused topic did not return after the reconnect")
+	}
+	if _, ok := s.Position("nope.since"); ok {
+		t.Fatal("the refused SubscribeSince topic is still held")
 	}
 	// The restarted server has a new epoch: a gap, then live messages.
 	if ev := next(t, s); ev.Type != "gap" || ev.Topic != "ok" {

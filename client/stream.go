@@ -41,9 +41,14 @@ type StreamOptions struct {
 	// that registers again (through your backend) to survive longer
 	// outages.
 	Reconnect func(ctx context.Context) (string, error)
-	// MinBackoff and MaxBackoff bound the wait between reconnect attempts;
-	// each wait is drawn at random up to a bound that doubles per failure.
-	MinBackoff time.Duration // default 100ms
+	// MinBackoff and MaxBackoff bound the wait between reconnect
+	// attempts. The wait before attempt n is drawn uniformly from
+	// [0, min(MaxBackoff, MinBackoff·2^(n-1))) ("full jitter"), so that
+	// the clients of a restarted server do not all come back at once. n
+	// starts over once a connection opens, unless the server ended that
+	// connection to push back (4002 slow consumer, 4004 rate limit, or a
+	// subscribe answered "unavailable"): then the waits keep growing.
+	MinBackoff time.Duration // default 100ms (the JS client's base is 250ms)
 	MaxBackoff time.Duration // default 10s
 	// Buffer is how many events may wait for the application before the
 	// stream stops reading (and the server eventually drops it as a slow
@@ -77,10 +82,15 @@ type Stream struct {
 
 type topicState struct {
 	presence bool
-	pos      *Position // nil until the first subscribed frame
-	ready    chan struct{}
-	err      error           // why the server refused the topic, when ready closed without a position
-	users    map[uint64]bool // who is present, with presence
+	pos      *Position // nil until the first subscribed frame (or SubscribeSince's position)
+	// conn is the connection (gen) on which the server last confirmed the
+	// topic, 0 if it never did: a refused command cannot have unsubscribed
+	// a topic confirmed on the current connection, but a topic confirmed
+	// only on an earlier one is not subscribed until it is confirmed again.
+	conn  int
+	ready chan struct{}
+	err   error           // why the server refused the topic, when ready closed without a confirmation
+	users map[uint64]bool // who is present, with presence
 }
 
 // Position is a point in a topic's stream.
@@ -137,16 +147,29 @@ func (s *Stream) dial(ctx context.Context, url string) (*websocket.Conn, error) 
 	}
 	if ws.Subprotocol() != "relay.v1" {
 		ws.Close()
-		return nil, errors.New("relay: the server did not accept the relay.v1 protocol")
+		return nil, errNoRelayV1
 	}
 	return ws, nil
 }
+
+// errNoRelayV1 ends a stream: a server (or a proxy in front of it) that
+// drops the subprotocol would drop it again on every retry.
+var errNoRelayV1 = errors.New("relay: the server did not accept the relay.v1 protocol")
 
 // Events returns the channel events arrive on; it is closed when the
 // stream ends (see Err).
 func (s *Stream) Events() <-chan Event { return s.events }
 
-// Err returns why the stream ended, once Events is closed.
+// Err returns why the stream ended, once Events is closed: nil after
+// Close; a *CloseError with code 4000 or 4001, or with one of 1002, 1003,
+// 1007, 1008 and 1009 (the server says the client broke the protocol,
+// which a reconnect would repeat); an *Error with status 404 or 401 when
+// the registration is gone or the connect token is refused on a
+// reconnect and there is no StreamOptions.Reconnect to get another URL;
+// the server no longer accepting relay.v1; or the server refusing, after
+// a reconnect, a topic it had accepted before (a narrower token, a lower
+// topic limit), since carrying on without it would drop its messages
+// silently. Every other failure is retried.
 func (s *Stream) Err() error {
 	select {
 	case <-s.done:
@@ -306,8 +329,11 @@ func (s *Stream) Position(topic string) (Position, bool) {
 }
 
 // Present returns the users present on a topic subscribed with presence,
-// kept up to date by join and leave events, in ascending order (at most
-// the 1000 the server lists on subscribe, plus later joins).
+// in ascending order: the server's list on subscribe (at most 1000), kept
+// up to date by join and leave events. The first list comes without
+// events (read it here); each list after a reconnect is delivered as
+// join and leave events for what changed meanwhile, so that the events
+// alone also stay in step.
 func (s *Stream) Present(topic string) []uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -375,12 +401,23 @@ func (s *Stream) run(ws *websocket.Conn) {
 			s.err = err
 			return
 		}
+		// A connection that opened restarts the backoff, unless the server
+		// pushed back: reconnecting at once after a slow-consumer or
+		// rate-limit close, or to an engine that cannot subscribe, would
+		// only repeat it, from every client at the same time.
+		if !pushedBack(err) {
+			attempt = 0
+		}
 		for ws = nil; ws == nil; {
 			attempt++
 			if !s.sleep(attempt) {
 				return
 			}
 			ws, err = s.redial()
+			if errors.Is(err, errNoRelayV1) {
+				s.err = err
+				return
+			}
 			var e *Error
 			if errors.As(err, &e) && e.Status == http.StatusNotFound && s.opts.Reconnect == nil {
 				s.err = fmt.Errorf("relay: cannot reconnect, the registration is gone (set StreamOptions.Reconnect to register again): %w", err)
@@ -393,16 +430,32 @@ func (s *Stream) run(ws *websocket.Conn) {
 				return
 			}
 		}
-		attempt = 0
 		s.attach(ws)
 	}
 }
 
-// final reports whether a connection's end rules out reconnecting: the
-// registration was deleted, or a newer connection took this one's place.
+// finalCloseCodes are the close codes after which a Stream does not
+// reconnect, the same as the JS client's FINAL_CLOSE_CODES: 4000 (the
+// registration was deleted: reconnecting would undo the deletion), 4001
+// (a newer connection replaced this one: the two would replace each other
+// forever), and the codes by which the server says the client broke the
+// protocol or sent what it refuses (1002, 1003, 1007, 1008, 1009): the
+// same client would do the same again.
+var finalCloseCodes = []int{4000, 4001, 1002, 1003, 1007, 1008, 1009}
+
+// final reports whether a connection's end rules out reconnecting.
 func final(err error) bool {
 	var ce *websocket.CloseError
-	return errors.As(err, &ce) && (ce.Code == 4000 || ce.Code == 4001)
+	var re *resubscribeError
+	return errors.As(err, &ce) && slices.Contains(finalCloseCodes, ce.Code) || errors.As(err, &re)
+}
+
+// pushedBack reports whether a connection ended because the server asked
+// the client to slow down: then the next reconnect waits longer than the
+// last one instead of starting over.
+func pushedBack(err error) bool {
+	var ce *websocket.CloseError
+	return errors.As(err, &ce) && (ce.Code == 4002 || ce.Code == 4004) || errors.Is(err, errUnavailable)
 }
 
 func (s *Stream) redial() (*websocket.Conn, error) {
@@ -429,15 +482,16 @@ func (s *Stream) redial() (*websocket.Conn, error) {
 	return s.dial(ctx, url)
 }
 
-// sleep waits before reconnect attempt n: a random time up to
-// MinBackoff·2^(n-1), capped at MaxBackoff (full jitter). It returns false
-// if the stream was closed meanwhile.
+// sleep waits before reconnect attempt n: a random time in
+// [0, min(MaxBackoff, MinBackoff·2^(n-1))) ("full jitter", as the JS
+// client), so that clients dropped together do not come back together.
+// It returns false if the stream was closed meanwhile.
 func (s *Stream) sleep(n int) bool {
 	bound := s.opts.MinBackoff << min(n-1, 20)
 	if bound <= 0 || bound > s.opts.MaxBackoff {
 		bound = s.opts.MaxBackoff
 	}
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(bound)) + 1))
+	t := time.NewTimer(drawWait(bound))
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -445,6 +499,12 @@ func (s *Stream) sleep(n int) bool {
 	case <-s.quit:
 		return false
 	}
+}
+
+// drawWait returns a wait drawn uniformly from [0, bound). Tests replace
+// it to see the bounds.
+var drawWait = func(bound time.Duration) time.Duration {
+	return time.Duration(rand.Int64N(int64(bound)))
 }
 
 // attach makes ws current and resubscribes every topic from its position.
@@ -534,7 +594,9 @@ func (s *Stream) read(ws *websocket.Conn) error {
 				return errors.New("relay: stream closed")
 			}
 		case "error":
-			s.failAck(f, b)
+			if err := s.failAck(f, b); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -574,19 +636,28 @@ func (s *Stream) message(f frame) bool {
 func (s *Stream) subscribed(f frame) bool {
 	s.mu.Lock()
 	st := s.topics[f.Topic]
-	var gap *Event
+	var evs []Event
 	if st != nil && f.Users != nil { // a fresh snapshot of who is present
-		st.users = make(map[uint64]bool, len(*f.Users))
+		users := make(map[uint64]bool, len(*f.Users))
 		for _, u := range *f.Users {
-			st.users[u] = true
+			users[u] = true
 		}
+		if st.users != nil {
+			// A snapshot after a reconnect: who came and went meanwhile
+			// sent no join or leave to this stream, so report the
+			// differences, or an application that follows the events
+			// would drift from Present.
+			evs = presenceChanges(f.Topic, st.users, users)
+		}
+		st.users = users
 	}
 	if st != nil && f.Offset != nil {
+		st.conn = s.gen
 		switch {
 		case st.pos == nil:
 			st.pos = &Position{Offset: *f.Offset, Epoch: f.Epoch}
 		case !f.Recovered:
-			gap = &Event{Type: "gap", Topic: f.Topic, Offset: *f.Offset, Epoch: f.Epoch}
+			evs = append(evs, Event{Type: "gap", Topic: f.Topic, Offset: *f.Offset, Epoch: f.Epoch})
 			st.pos = &Position{Offset: *f.Offset, Epoch: f.Epoch}
 		}
 		select {
@@ -603,10 +674,63 @@ func (s *Stream) subscribed(f frame) bool {
 		}
 	}
 	s.mu.Unlock()
-	return gap == nil || s.emit(*gap)
+	for _, e := range evs {
+		if !s.emit(e) {
+			return false
+		}
+	}
+	return true
 }
 
-func (s *Stream) failAck(f frame, raw []byte) {
+// presenceChanges returns a leave for each user of old missing from now
+// and a join for each user of now missing from old, in ascending order.
+func presenceChanges(topic string, old, now map[uint64]bool) []Event {
+	var left, joined []uint64
+	for u := range old {
+		if !now[u] {
+			left = append(left, u)
+		}
+	}
+	for u := range now {
+		if !old[u] {
+			joined = append(joined, u)
+		}
+	}
+	slices.Sort(left)
+	slices.Sort(joined)
+	evs := make([]Event, 0, len(left)+len(joined))
+	for _, u := range left {
+		evs = append(evs, Event{Type: "leave", Topic: topic, UserID: u})
+	}
+	for _, u := range joined {
+		evs = append(evs, Event{Type: "join", Topic: topic, UserID: u})
+	}
+	return evs
+}
+
+// errUnavailable drops a connection whose subscribe the server could not
+// carry out for want of its engine (Redis, NATS): nothing is wrong with
+// the topics, so the stream reconnects, with growing backoff, and
+// subscribes them again, as the JS client does.
+var errUnavailable = errors.New("relay: the server could not subscribe for now (unavailable); reconnecting")
+
+// resubscribeError ends a stream: the server refused a topic it had
+// confirmed on an earlier connection, so the stream can no longer deliver
+// it, and carrying on with the others would lose it silently.
+type resubscribeError struct {
+	topic string
+	err   error
+}
+
+func (e *resubscribeError) Error() string {
+	return fmt.Sprintf("relay: the server refused to subscribe %q again after a reconnect: %v", e.topic, e.err)
+}
+
+func (e *resubscribeError) Unwrap() error { return e.err }
+
+// failAck handles an error frame. It returns an error when the connection
+// must end: errUnavailable to reconnect, a *resubscribeError to stop.
+func (s *Stream) failAck(f frame, raw []byte) error {
 	var e struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
@@ -615,37 +739,55 @@ func (s *Stream) failAck(f frame, raw []byte) {
 	err := fmt.Errorf("relay: %s: %s", e.Code, e.Message)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a := s.acks[string(f.ID)]; a != nil {
-		delete(s.acks, string(f.ID))
-		a.done <- err
-		// The server refuses a command as a whole. Topics never confirmed
-		// are forgotten, and a Subscribe waiting for them (its command went
-		// out with a resubscribe) learns why; topics confirmed before,
-		// which a resubscribe grouped with them, are subscribed again.
-		var again []string
-		presence, dropped := false, false
-		for t := range a.topics {
-			st := s.topics[t]
-			switch {
-			case st == nil:
-			case st.pos == nil:
-				delete(s.topics, t)
-				dropped = true
-				st.err = err
-				select {
-				case <-st.ready:
-				default:
-					close(st.ready)
-				}
+	a := s.acks[string(f.ID)]
+	if a == nil {
+		return nil
+	}
+	if e.Code == "unavailable" {
+		// The ack stays: the reconnect hands it errResubscribe, and a
+		// Subscribe waiting for it waits for the resubscribe instead.
+		return errUnavailable
+	}
+	delete(s.acks, string(f.ID))
+	a.done <- err
+	// The server refuses a command as a whole. Topics never confirmed are
+	// forgotten, and a Subscribe waiting for them (its command went out
+	// with a resubscribe) learns why. Topics confirmed on this connection
+	// are still subscribed: a refused command changes nothing. Topics
+	// confirmed on an earlier connection only, which a resubscribe grouped
+	// with them, are subscribed again.
+	var again []string
+	presence, dropped := false, false
+	for t := range a.topics {
+		st := s.topics[t]
+		switch {
+		case st == nil || st.conn == s.gen:
+		case st.conn == 0:
+			delete(s.topics, t)
+			dropped = true
+			st.err = err
+			select {
+			case <-st.ready:
 			default:
-				again, presence = append(again, t), st.presence
+				close(st.ready)
 			}
-		}
-		if dropped && len(again) > 0 {
-			slices.Sort(again)
-			s.sendSubscribeLocked(again, presence)
+		default:
+			again, presence = append(again, t), st.presence
 		}
 	}
+	slices.Sort(again)
+	switch {
+	case len(again) == 0:
+	case dropped: // the culprit is gone: the rest again, together
+		s.sendSubscribeLocked(again, presence)
+	case len(again) > 1: // one by one, to find the culprit
+		for _, t := range again {
+			s.sendSubscribeLocked([]string{t}, presence)
+		}
+	default:
+		return &resubscribeError{topic: again[0], err: err}
+	}
+	return nil
 }
 
 // emit hands e to the application, waiting while its buffer is full.
