@@ -384,7 +384,7 @@ func (h *Hub) AttachTicket(t *Ticket, sub relay.Subscriber, keepTopics bool) (*C
 		c.topics = nil
 	}
 	for _, t := range c.topics {
-		h.join(t, member{sub: sub, user: c.User})
+		h.join(t, member{sub: sub, user: c.User}, nil)
 	}
 	c.mu.Unlock()
 	if old != nil {
@@ -496,7 +496,7 @@ func (h *Hub) Connect(user relay.UserID, sub relay.Subscriber, allowed TopicFilt
 	h.stats.Connections.Add(1)
 	c.mu.Lock()
 	for _, t := range c.topics {
-		h.join(t, member{sub: sub, user: user})
+		h.join(t, member{sub: sub, user: user}, nil)
 	}
 	c.mu.Unlock()
 	return c, nil
@@ -565,7 +565,7 @@ func (h *Hub) Detach(c *Client, sub relay.Subscriber) {
 // protocol's command). Topics are de-duplicated; an invalid topic or too
 // many of them change nothing.
 func (h *Hub) SetTopics(c *Client, sub relay.Subscriber, topics []string) error {
-	topics, err := h.normalize(topics)
+	topics, err := h.normalize(topics, false)
 	if err == nil {
 		err = c.check(topics)
 	}
@@ -589,7 +589,7 @@ func (h *Hub) SetTopics(c *Client, sub relay.Subscriber, topics []string) error 
 	}
 	for _, t := range topics {
 		if !old.has(t) {
-			h.join(t, member{sub: sub, user: c.User})
+			h.join(t, member{sub: sub, user: c.User}, nil)
 		}
 	}
 	c.topics = topics
@@ -627,6 +627,25 @@ type SubscribeOptions struct {
 	// anything on it reaches the socket: the caller sends its
 	// acknowledgement here, and the replay follows it.
 	Ready func(topic string, r Subscribed)
+	// Checked says the caller checked the topic names by its own
+	// protocol's rules (Pusher channels, whose topics Relay's rules
+	// refuse on purpose): Relay's topic rules and MaxTopicLength do not
+	// apply.
+	Checked bool
+	// Member, when set, is who the socket counts as in the topics'
+	// presence instead of its client's user: a Pusher presence member,
+	// whose id is a string the caller hashes to a UserID, and whose Info
+	// the join and leave events carry in Data.
+	Member *Member
+}
+
+// Member is a presence member of a protocol whose users are not Relay's.
+type Member struct {
+	User relay.UserID
+	// Info is carried verbatim by the member's join and leave events; the
+	// Info of a user's first connection on a topic stays until its last
+	// leaves.
+	Info []byte
 }
 
 // Subscribed is what Subscribe found for one topic.
@@ -645,6 +664,9 @@ type Subscribed struct {
 	Existing bool
 	// Users present before this socket, when presence was asked for.
 	Users []relay.UserID
+	// Members are Users with their connections and, for members that
+	// joined with SubscribeOptions.Member, their Info.
+	Members []relay.Present
 }
 
 // Subscribe adds topics to c's socket sub (relay.v1). For each new topic
@@ -653,7 +675,7 @@ type Subscribed struct {
 // recovery succeeds) is delivered, and the waiting messages after the
 // replay follow: no gap and no duplicate between history and live.
 func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, topics []string, opts SubscribeOptions) error {
-	topics, err := h.normalize(topics)
+	topics, err := h.normalize(topics, opts.Checked)
 	if err == nil {
 		err = c.check(topics)
 	}
@@ -677,16 +699,20 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 		return h.tooMany()
 	}
 	list := make([]joined, 0, len(topics))
+	user, info := c.User, []byte(nil)
+	if opts.Member != nil {
+		user, info = opts.Member.User, opts.Member.Info
+	}
 	for _, t := range topics {
-		m := member{sub: sub, user: c.User, presence: opts.Presence}
+		m := member{sub: sub, user: user, presence: opts.Presence}
 		if opts.History != nil {
 			m.pending = new([]*relay.Message)
 		}
-		users, added := h.join(t, m)
+		present, added := h.join(t, m, info)
 		if added {
 			c.topics = append(c.topics, t)
 		}
-		list = append(list, joined{t, users, added})
+		list = append(list, joined{t, present, added})
 	}
 	c.mu.Unlock()
 	if err := h.sync(ctx, c, sub, list); err != nil {
@@ -694,9 +720,15 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 	}
 
 	for _, j := range list {
-		r := Subscribed{Users: j.users, Existing: !j.added}
+		r := Subscribed{Members: j.present, Existing: !j.added}
 		if opts.Presence && h.cfg.Roster != nil {
-			r.Users = h.present(ctx, j.name, c.User, j.added)
+			r.Members = h.present(ctx, j.name, user, j.added)
+		}
+		if opts.Presence {
+			r.Users = make([]relay.UserID, len(r.Members))
+			for i, p := range r.Members {
+				r.Users[i] = p.User
+			}
 		}
 		if opts.History != nil {
 			since, want := opts.Since[j.name]
@@ -731,9 +763,9 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 
 // joined is one topic of a Subscribe.
 type joined struct {
-	name  string
-	users []relay.UserID
-	added bool
+	name    string
+	present []relay.Present
+	added   bool
 }
 
 // sync waits until the engine delivers the newly added topics here (a
@@ -763,17 +795,20 @@ func (h *Hub) sync(ctx context.Context, c *Client, sub relay.Subscriber, list []
 // user joined (added), as the hub's own index would: the Roster counts the
 // socket already, so one of user's connections is taken off. When it
 // cannot be read, the subscribe goes on with none listed.
-func (h *Hub) present(ctx context.Context, topic string, user relay.UserID, added bool) []relay.UserID {
+func (h *Hub) present(ctx context.Context, topic string, user relay.UserID, added bool) []relay.Present {
 	list, err := h.cfg.Roster.Present(ctx, topic)
 	if err != nil {
 		h.log.Warn("reading presence failed; subscribing without the list of users", "topic", topic, "err", err)
 	}
-	users := make([]relay.UserID, 0, len(list))
+	users := make([]relay.Present, 0, len(list))
 	for _, p := range list {
-		if added && p.User == user && p.Connections <= 1 {
-			continue
+		if added && p.User == user {
+			if p.Connections <= 1 {
+				continue
+			}
+			p.Connections--
 		}
-		users = append(users, p.User)
+		users = append(users, p)
 	}
 	return users
 }
@@ -801,11 +836,15 @@ func (h *Hub) Unsubscribe(c *Client, sub relay.Subscriber, topics []string) erro
 }
 
 // normalize validates topics and removes duplicates, keeping the order.
-func (h *Hub) normalize(topics []string) ([]string, error) {
+func (h *Hub) normalize(topics []string, checked bool) ([]string, error) {
 	out := make([]string, 0, len(topics))
 	seen := newSet(nil)
 	for _, t := range topics {
-		if err := h.CheckTopic(t); err != nil {
+		if checked {
+			if t == "" {
+				return nil, fmt.Errorf("topic must not be empty: %w", relay.ErrInvalid)
+			}
+		} else if err := h.CheckTopic(t); err != nil {
 			return nil, err
 		}
 		if seen.has(t) {

@@ -35,6 +35,9 @@ type topic struct {
 	list  []member
 	pos   map[relay.Subscriber]int // built once the set is large
 	users map[relay.UserID]int32   // connections per user: presence
+	// infos holds what the present users joined with, for members that
+	// carry info (hub.Member); nil until one does.
+	infos map[relay.UserID][]byte
 }
 
 // member is one connection on a topic.
@@ -141,8 +144,8 @@ func inStream(msg *relay.Message) bool {
 
 // announce tells the members that want presence that user joined or left.
 // The caller holds the shard's write lock.
-func (t *topic) announce(kind relay.Kind, name string, user relay.UserID) {
-	t.tell(&relay.Delivery{Msg: &relay.Message{Kind: kind, Topic: name, User: user, HasUser: true}})
+func (t *topic) announce(kind relay.Kind, name string, user relay.UserID, info []byte) {
+	t.tell(&relay.Delivery{Msg: &relay.Message{Kind: kind, Topic: name, User: user, HasUser: true, Data: info}})
 }
 
 // tell delivers a presence event to the members that want presence (the
@@ -162,7 +165,7 @@ func (t *topic) tell(d *relay.Delivery) int {
 // join adds m to topic name, announcing its user if it is new there, and
 // returns the users present before it when m wants presence. A member
 // already there only has its presence flag updated (added is false).
-func (h *Hub) join(name string, m member) (present []relay.UserID, added bool) {
+func (h *Hub) join(name string, m member, info []byte) (present []relay.Present, added bool) {
 	sh := h.shard(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -176,29 +179,44 @@ func (h *Hub) join(name string, m member) (present []relay.UserID, added bool) {
 	}
 	if i := t.index(m.sub); i >= 0 {
 		t.list[i].presence = m.presence
-		return usersOf(t, m.presence), false
+		return membersOf(t, m.presence), false
 	}
-	present = usersOf(t, m.presence)
+	present = membersOf(t, m.presence)
 	joined := t.add(m)
-	switch {
-	case h.cfg.Roster != nil:
-		h.cfg.Roster.Change(name, m.user, 1)
-	case joined:
-		t.announce(relay.KindJoin, name, m.user)
+	if joined && info != nil {
+		if t.infos == nil {
+			t.infos = make(map[relay.UserID][]byte)
+		}
+		t.infos[m.user] = info
+	}
+	switch r := h.cfg.Roster.(type) {
+	case relay.InfoRoster:
+		if info != nil {
+			r.ChangeInfo(name, m.user, 1, info)
+		} else {
+			r.Change(name, m.user, 1)
+		}
+	case relay.Roster:
+		r.Change(name, m.user, 1)
+	default:
+		if joined {
+			t.announce(relay.KindJoin, name, m.user, info)
+		}
 	}
 	return present, true
 }
 
-func usersOf(t *topic, want bool) []relay.UserID {
+// membersOf lists t's present users, by id, when want.
+func membersOf(t *topic, want bool) []relay.Present {
 	if !want {
 		return nil
 	}
-	users := make([]relay.UserID, 0, len(t.users))
-	for u := range t.users {
-		users = append(users, u)
+	out := make([]relay.Present, 0, len(t.users))
+	for u, n := range t.users {
+		out = append(out, relay.Present{User: u, Connections: int(n), Info: t.infos[u]})
 	}
-	slices.Sort(users)
-	return users
+	slices.SortFunc(out, func(a, b relay.Present) int { return cmp.Compare(a.User, b.User) })
+	return out
 }
 
 // leave removes sub from topic name, announcing its user's departure if it
@@ -212,12 +230,17 @@ func (h *Hub) leave(name string, sub relay.Subscriber) {
 		return
 	}
 	m, found, left := t.remove(sub)
+	var info []byte
+	if left && t.infos != nil {
+		info = t.infos[m.user]
+		delete(t.infos, m.user)
+	}
 	switch {
 	case !found:
 	case h.cfg.Roster != nil:
 		h.cfg.Roster.Change(name, m.user, -1)
 	case left:
-		t.announce(relay.KindLeave, name, m.user)
+		t.announce(relay.KindLeave, name, m.user, info)
 	}
 	if len(t.list) == 0 {
 		delete(sh.topics, name)
@@ -297,12 +320,7 @@ func (h *Hub) Presence(ctx context.Context, name string) ([]relay.Present, error
 	if t == nil {
 		return []relay.Present{}, nil
 	}
-	out := make([]relay.Present, 0, len(t.users))
-	for u, n := range t.users {
-		out = append(out, relay.Present{User: u, Connections: int(n)})
-	}
-	slices.SortFunc(out, func(a, b relay.Present) int { return cmp.Compare(a.User, b.User) })
-	return out, nil
+	return membersOf(t, true), nil
 }
 
 // set is a string set that stays a slice while small, since most clients

@@ -156,6 +156,9 @@ type Registry interface {
 type Present struct {
 	User        UserID `json:"user_id"`
 	Connections int    `json:"connections"`
+	// Info is what the user joined with, for protocols whose members carry
+	// it (Pusher's user_info); nil for Relay's own users.
+	Info []byte `json:"-"`
 }
 
 // Roster keeps presence for every node: which users have connections on
@@ -170,6 +173,18 @@ type Roster interface {
 	// Present returns the users present on topic, by user id, counting
 	// every Change this node made before the call.
 	Present(ctx context.Context, topic string) ([]Present, error)
+}
+
+// InfoRoster is a Roster that keeps what each present user joined with:
+// the info given with the change that made the user present anywhere
+// stays until the user's last connection leaves; the join and leave
+// messages carry it in Data, and Present returns it. Pusher's presence
+// channels need it (their members carry user_info).
+type InfoRoster interface {
+	Roster
+	// ChangeInfo is Change with the info of a joining user (ignored when
+	// the user is present already, and when delta is negative).
+	ChangeInfo(topic string, user UserID, delta int, info []byte)
 }
 
 // EngineStats are a networked engine's counters, for metrics.

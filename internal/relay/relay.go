@@ -93,9 +93,9 @@ type Format uint8
 
 // The wire formats, one per WebSocket protocol a client can speak.
 const (
-	FormatSeed Format = iota // raw text frame carrying Message.Data
-	FormatV1                 // relay.v1 JSON frames
-	FormatPusher             // Pusher Channels protocol 7 frames
+	FormatSeed   Format = iota // raw text frame carrying Message.Data
+	FormatV1                   // relay.v1 JSON frames
+	FormatPusher               // Pusher Channels protocol 7 frames
 	NumFormats
 )
 
