@@ -165,6 +165,9 @@ type Client struct {
 	// ephemeral clients come from connect tokens: they have no id to
 	// reconnect with and are forgotten when their socket closes.
 	ephemeral bool
+	// foreign clients speak another protocol (Pusher): they have no Relay
+	// user, so they are not in the user index either.
+	foreign bool
 
 	mu     sync.Mutex
 	sub    relay.Subscriber // the live socket, nil while disconnected
@@ -502,6 +505,15 @@ func (h *Hub) Connect(user relay.UserID, sub relay.Subscriber, allowed TopicFilt
 	return c, nil
 }
 
+// ConnectForeign binds sub, a socket of another protocol (Pusher), to a
+// new client without a Relay user: it is in no user's index, so Relay's
+// messages to one user never look at it, and it subscribes only through
+// Subscribe.
+func (h *Hub) ConnectForeign(sub relay.Subscriber) *Client {
+	h.stats.Connections.Add(1)
+	return &Client{ID: "foreign", ephemeral: true, foreign: true, sub: sub}
+}
+
 // Detach unbinds sub from c after its socket closed. The registration then
 // lives for the reconnect grace (or is forgotten at once when the grace is
 // negative). Detaching a socket that was already replaced does nothing.
@@ -517,9 +529,11 @@ func (h *Hub) Detach(c *Client, sub relay.Subscriber) {
 	c.mu.Unlock()
 	h.stats.Connections.Add(-1)
 	if c.ephemeral {
-		h.regMu.Lock()
-		h.dropUserLocked(c)
-		h.regMu.Unlock()
+		if !c.foreign {
+			h.regMu.Lock()
+			h.dropUserLocked(c)
+			h.regMu.Unlock()
+		}
 		return
 	}
 	if gone {

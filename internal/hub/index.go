@@ -5,6 +5,7 @@ import (
 	"context"
 	"hash/maphash"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/relayhq/relay/internal/relay"
@@ -366,4 +367,25 @@ func (s *set) has(x string) bool {
 		}
 	}
 	return false
+}
+
+// Topics returns the topics starting with prefix that have subscribers:
+// on every node when the Roster can list them, else on this one.
+func (h *Hub) Topics(ctx context.Context, prefix string) ([]string, error) {
+	if l, ok := h.cfg.Roster.(relay.TopicLister); ok {
+		return l.Topics(ctx, prefix)
+	}
+	var out []string
+	for i := range h.topics {
+		sh := &h.topics[i]
+		sh.mu.RLock()
+		for name, t := range sh.topics {
+			if len(t.list) > 0 && strings.HasPrefix(name, prefix) {
+				out = append(out, name)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	slices.Sort(out)
+	return out, nil
 }

@@ -187,6 +187,14 @@ type InfoRoster interface {
 	ChangeInfo(topic string, user UserID, delta int, info []byte)
 }
 
+// TopicLister is a Roster that can list the topics with someone present
+// on any node (the Pusher API's list of occupied channels).
+type TopicLister interface {
+	// Topics returns the topics starting with prefix that have at least
+	// one connection on any node.
+	Topics(ctx context.Context, prefix string) ([]string, error)
+}
+
 // EngineStats are a networked engine's counters, for metrics.
 type EngineStats struct {
 	Reconnects uint64 // pub/sub connections replaced (failed or silent)
