@@ -34,6 +34,12 @@ type Factory struct {
 	// (Run in a goroutine that a t.Cleanup stops and waits for); Start
 	// does that for an engine.
 	Node func(t *testing.T, n relay.Node) relay.Engine
+	// Crash, when set, makes e (a node Node returned) die as a killed
+	// process would: no goodbye, no more heartbeats, nothing more
+	// delivered to its node. The other nodes must then remove its
+	// presence within CrashTimeout. Its Run is still stopped when the
+	// test ends. Without it the cases that crash a node are skipped.
+	Crash func(t *testing.T, e relay.Engine)
 }
 
 // Run runs the conformance suite against the engines f starts, one
@@ -58,6 +64,8 @@ func Run(t *testing.T, f Factory) {
 		{"Registry", testRegistry},
 		{"RegistryExpiry", testRegistryExpiry},
 		{"Roster", testRoster},
+		{"RosterInfo", testRosterInfo},
+		{"RosterInfoCrash", testRosterInfoCrash},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, f) })

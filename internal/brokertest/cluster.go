@@ -166,7 +166,9 @@ func testRoster(t *testing.T, f Factory) {
 			var err error
 			if !Eventually(Timeout, func() bool {
 				got, err = n.Roster().Present(ctx, topic)
-				return err == nil && (slices.EqualFunc(got, want, func(a, b relay.Present) bool { return a.User == b.User && a.Connections == b.Connections && string(a.Info) == string(b.Info) }) || len(got) == 0 && len(want) == 0)
+				return err == nil && (slices.EqualFunc(got, want, func(a, b relay.Present) bool {
+					return a.User == b.User && a.Connections == b.Connections && string(a.Info) == string(b.Info)
+				}) || len(got) == 0 && len(want) == 0)
 			}) {
 				t.Fatalf("%s.Present(%q) = %v, %v; want %v, nil", n.name, topic, got, err, want)
 			}

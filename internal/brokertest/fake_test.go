@@ -1,6 +1,7 @@
 package brokertest_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -23,6 +24,7 @@ func TestFakeCluster(t *testing.T) {
 		Node: func(t *testing.T, n relay.Node) relay.Engine {
 			return brokertest.Start(t, backendFor(t).join(), n)
 		},
+		Crash: func(t *testing.T, e relay.Engine) { e.(*fakeNode).crash() },
 	})
 }
 
@@ -42,6 +44,7 @@ func backendFor(t *testing.T) *backend {
 		b = &backend{
 			streams: map[string]*fakeStream{}, fresh: map[string]string{}, idem: map[string]relay.Receipt{},
 			regs: map[relay.ClientID]*fakeReg{}, present: map[string]map[relay.UserID]map[*fakeNode]int{},
+			infos: map[string]map[relay.UserID][]byte{},
 		}
 		backends[t.Name()] = b
 	}
@@ -59,6 +62,7 @@ type backend struct {
 	idem    map[string]relay.Receipt
 	regs    map[relay.ClientID]*fakeReg
 	present map[string]map[relay.UserID]map[*fakeNode]int
+	infos   map[string]map[relay.UserID][]byte // what present users joined with
 }
 
 type fakeStream struct {
@@ -256,6 +260,10 @@ func (n *fakeNode) Unregister(ctx context.Context, id relay.ClientID) error {
 }
 
 func (n *fakeNode) Change(topic string, user relay.UserID, delta int) {
+	n.ChangeInfo(topic, user, delta, nil)
+}
+
+func (n *fakeNode) ChangeInfo(topic string, user relay.UserID, delta int, info []byte) {
 	b := n.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -264,25 +272,58 @@ func (n *fakeNode) Change(topic string, user relay.UserID, delta int) {
 		users = map[relay.UserID]map[*fakeNode]int{}
 		b.present[topic] = users
 	}
-	before := total(users[user])
 	if users[user] == nil {
 		users[user] = map[*fakeNode]int{}
 	}
-	users[user][n] += delta
+	b.change(topic, user, func(per map[*fakeNode]int) { per[n] += delta }, info)
+}
+
+// change edits user's connections per node on topic, announcing a join
+// (and keeping info) or a leave (and forgetting it). The caller holds b.mu.
+func (b *backend) change(topic string, user relay.UserID, edit func(map[*fakeNode]int), info []byte) {
+	users := b.present[topic]
+	before := total(users[user])
+	edit(users[user])
 	after := total(users[user])
+	infos := b.infos[topic]
+	if infos == nil {
+		infos = map[relay.UserID][]byte{}
+		b.infos[topic] = infos
+	}
 	kind := relay.KindPublish
 	switch {
 	case before == 0 && after > 0:
 		kind = relay.KindJoin
+		if len(info) > 0 {
+			infos[user] = bytes.Clone(info)
+		}
 	case before > 0 && after == 0:
 		kind = relay.KindLeave
+		info = infos[user]
 		delete(users, user)
+		delete(infos, user)
 	default:
 		return
 	}
 	for _, o := range b.nodes {
 		if o.interest[topic] > 0 {
-			o.node.Fanout(&relay.Message{Kind: kind, Topic: topic, User: user, HasUser: true})
+			o.node.Fanout(&relay.Message{Kind: kind, Topic: topic, User: user, HasUser: true, Data: info})
+		}
+	}
+}
+
+// crash removes n as a node that died: it gets nothing more, and its
+// share of presence goes, with the leaves that causes.
+func (n *fakeNode) crash() {
+	b := n.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.nodes = slices.DeleteFunc(b.nodes, func(o *fakeNode) bool { return o == n })
+	for topic, users := range b.present {
+		for user, per := range users {
+			if per[n] != 0 {
+				b.change(topic, user, func(per map[*fakeNode]int) { delete(per, n) }, nil)
+			}
 		}
 	}
 }
@@ -301,11 +342,14 @@ func (n *fakeNode) Present(ctx context.Context, topic string) ([]relay.Present, 
 	var ps []relay.Present
 	for u, per := range n.b.present[topic] {
 		if c := total(per); c > 0 {
-			ps = append(ps, relay.Present{User: u, Connections: c})
+			ps = append(ps, relay.Present{User: u, Connections: c, Info: n.b.infos[topic][u]})
 		}
 	}
 	slices.SortFunc(ps, func(x, y relay.Present) int { return cmp.Compare(x.User, y.User) })
 	return ps, nil
 }
 
-var _ relay.Engine = (*fakeNode)(nil)
+var (
+	_ relay.Engine     = (*fakeNode)(nil)
+	_ relay.InfoRoster = (*fakeNode)(nil)
+)
