@@ -48,5 +48,6 @@ func TestConformance(t *testing.T) {
 		Node: func(t *testing.T, n relay.Node) relay.Engine {
 			return newNode(t, sharedRedis, prefix, n, nil)
 		},
+		Crash: func(t *testing.T, e relay.Engine) { redisbroker.Crash(e.(*redisbroker.Broker)) },
 	})
 }

@@ -329,7 +329,11 @@ func (s *subscriber) onMessage(pm rueidis.PubSubMessage) {
 }
 
 // decodeMessage reads "kind\noffset\nepoch\nuser\npayload": kind p
-// (publish), j (join) or l (leave); user empty for everyone.
+// (publish), j (join) or l (leave); user empty for everyone. The payload
+// is the rest of the message, whatever bytes it holds (newlines too); a
+// join's or leave's is the info the user joined with (relay.InfoRoster),
+// empty for none (nodes before InfoRoster sent it empty: the format did
+// not change).
 func decodeMessage(topic, s string) (*relay.Message, bool) {
 	var f [4]string
 	for i := range f {
@@ -349,6 +353,9 @@ func decodeMessage(topic, s string) (*relay.Message, bool) {
 		m.Kind = relay.KindLeave
 	default:
 		return nil, false
+	}
+	if m.Kind != relay.KindPublish && len(m.Data) == 0 {
+		m.Data = nil // no info
 	}
 	var err error
 	if m.Offset, err = strconv.ParseUint(f[1], 10, 64); err != nil {

@@ -3,6 +3,7 @@ package redisbroker_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,7 +97,14 @@ func TestPresenceRewrittenAfterLoss(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return fmt.Sprint(p)
+		s := "["
+		for i, u := range p {
+			if i > 0 {
+				s += " "
+			}
+			s += fmt.Sprintf("{%d %d}", u.User, u.Connections)
+		}
+		return s + "]"
 	}
 	if got := present(); got != "[{7 1}]" {
 		t.Fatalf("present = %s, want user 7 with 1 connection", got)
@@ -142,5 +150,44 @@ func TestRestartUnderSameIDForgetsTheEarlierProcess(t *testing.T) {
 	p, err := b.Roster().Present(ctx, "room")
 	if err != nil || len(p) != 0 {
 		t.Fatalf("present after the restart = %v, %v; want nobody", p, err)
+	}
+}
+
+// An info up to redisbroker.MaxInfoBytes rides on the join and the leave
+// and is what Present returns; a larger one is dropped (with a warning)
+// and the connection counted without it.
+func TestInfoLimit(t *testing.T) {
+	prefix := "relaytest-" + redisbroker.NewNodeID()
+	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
+	rec := brokertest.NewRecorder()
+	b := newNode(t, sharedRedis, prefix, rec, nil)
+	ctx := context.Background()
+	b.Watch("room")
+	if err := b.Sync(ctx, "room"); err != nil {
+		t.Fatal(err)
+	}
+	r := b.Roster().(relay.InfoRoster)
+	limit := []byte(strings.Repeat("\n\"x", redisbroker.MaxInfoBytes/3) + strings.Repeat("y", redisbroker.MaxInfoBytes%3))
+	over := []byte(strings.Repeat("z", redisbroker.MaxInfoBytes+1))
+	r.ChangeInfo("room", 1, 1, limit)
+	r.ChangeInfo("room", 2, 1, over)
+	rec.WaitCount(t, "room", relay.KindJoin, 1, 1)
+	rec.WaitCount(t, "room", relay.KindJoin, 2, 1)
+	p, err := r.Present(ctx, "room")
+	if err != nil || len(p) != 2 || p[0].User != 1 || string(p[0].Info) != string(limit) || p[1].User != 2 || p[1].Connections != 1 || p[1].Info != nil {
+		t.Fatalf("Present = %d users, %v; want user 1 with its %d-byte info and user 2 without one", len(p), err, len(limit))
+	}
+	r.Change("room", 1, -1)
+	r.Change("room", 2, -1)
+	rec.WaitCount(t, "room", relay.KindLeave, 1, 1)
+	rec.WaitCount(t, "room", relay.KindLeave, 2, 1)
+	for _, m := range rec.Messages("room") {
+		want := limit
+		if m.User == 2 {
+			want = nil
+		}
+		if string(m.Data) != string(want) || (want == nil) != (m.Data == nil) {
+			t.Errorf("event %d of user %d carried %d bytes, want %d", m.Kind, m.User, len(m.Data), len(want))
+		}
 	}
 }

@@ -18,8 +18,16 @@
 //	P:rn:{node}   set of the registrations a node holds
 //	P:p:{topic}   hash  user → connections on every node
 //	P:pn:{node}   hash  "topic\nuser" → that node's share of P:p
+//	P:pi:{topic}  hash  user → the info the user joined with (relay.InfoRoster), from
+//	              its join to its leave; only users that joined with one
 //	P:nodes       sorted set node → last heartbeat (ms)
 //	P:d:{node}    string: the node's dashboard summary (JSON), expiring (peers.go)
+//
+// A pub/sub message is "kind\noffset\nepoch\nuser\npayload" (pubsub.go); a
+// join's or leave's payload is the info the user joined with
+// (relay.InfoRoster; empty for none), which the presence script keeps in
+// P:pi from the join to the leave. An info over MaxInfoBytes (64 KiB) is
+// dropped with a warning, never truncated.
 //
 // One publish is one round trip: a Lua script assigns the offset, appends
 // to the history, publishes and stores the idempotency key atomically.
@@ -314,10 +322,14 @@ func (k keys) reg(id relay.ClientID) string { return k.prefix + ":r:" + string(i
 func (k keys) nodeRegs(n string) string     { return k.prefix + ":rn:" + n }
 func (k keys) presence(topic string) string { return k.prefix + ":p:" + topic }
 func (k keys) nodePresence(n string) string { return k.prefix + ":pn:" + n }
+func (k keys) info(topic string) string     { return k.prefix + ":pi:" + topic }
 func (k keys) nodes() string                { return k.prefix + ":nodes" }
 func (k keys) summary(n string) string      { return k.prefix + ":d:" + n }
 
-var _ relay.Engine = (*Broker)(nil)
+var (
+	_ relay.Engine     = (*Broker)(nil)
+	_ relay.InfoRoster = (*roster)(nil)
+)
 
 // EngineStats implements relay.StatsReporter.
 func (b *Broker) EngineStats() relay.EngineStats {

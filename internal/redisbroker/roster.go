@@ -3,6 +3,7 @@ package redisbroker
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -20,14 +21,36 @@ import (
 // round trip. It writes each count as a value, not as a difference, so
 // writing it twice (a retry after a timeout whose writes did land) or
 // again after the others removed this node's share changes nothing else.
+//
+// It is a relay.InfoRoster too: each count is written with the info this
+// node's connections of the user joined with (that of the change that made
+// the count positive here), which the script keeps in P:pi:{topic} when
+// the write makes the user present anywhere and carries in the join; the
+// write (or the dead node's clean-up) that takes the user back to none
+// deletes it and carries it in the leave.
 type roster struct {
 	b *Broker
 
 	mu       sync.Mutex
 	counts   map[presenceKey]int      // this node's connections per topic and user
+	infos    map[presenceKey]string   // the info the user joined with here, while counted
 	dirty    map[presenceKey]struct{} // counts not yet written
 	inflight map[string]int           // topics of the batch being written
 	wake     chan struct{}
+}
+
+// MaxInfoBytes bounds the info ChangeInfo keeps for a user (Pusher's
+// user_info, which the caller already limits to 1 KiB): a larger info is
+// dropped, with a warning in the log, and the connection counted without
+// it (its join and leave carry no Data, Present no Info). Nothing is ever
+// truncated.
+const MaxInfoBytes = 64 << 10
+
+// write is what apply writes for one key: this node's count and the info
+// it joined with ("" for none).
+type write struct {
+	count int
+	info  string
 }
 
 type presenceKey struct {
@@ -38,6 +61,7 @@ type presenceKey struct {
 func (r *roster) init(b *Broker) {
 	r.b = b
 	r.counts = make(map[presenceKey]int)
+	r.infos = make(map[presenceKey]string)
 	r.dirty = make(map[presenceKey]struct{})
 	r.inflight = make(map[string]int)
 	r.wake = make(chan struct{}, 1)
@@ -45,8 +69,12 @@ func (r *roster) init(b *Broker) {
 
 // presenceScript sets one node's count of a user's connections on a topic
 // and announces a join (from none anywhere) or a leave (back to none).
-// KEYS topic presence, node presence, topic channel. ARGV user, count,
-// node field.
+// The user's info is kept in the topic's info hash from the join to the
+// leave: the join sets it from ARGV[4] (or removes a stale one when
+// ARGV[4] is empty), the leave takes it; both carry it as their payload,
+// the last field of "kind\noffset\nepoch\nuser\npayload", so any bytes go.
+// KEYS topic presence, node presence, topic channel, topic info. ARGV
+// user, count, node field, info ("" for none).
 var presenceScript = rueidis.NewLuaScript(`
 local count = tonumber(ARGV[2])
 local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
@@ -56,18 +84,57 @@ local n = redis.call('HINCRBY', KEYS[1], ARGV[1], count - old)
 local before = n - (count - old)
 if n <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
-  if before > 0 then redis.call('PUBLISH', KEYS[3], "l\n0\n\n" .. ARGV[1] .. "\n") end
+  if before > 0 then
+    local info = redis.call('HGET', KEYS[4], ARGV[1]) or ''
+    redis.call('HDEL', KEYS[4], ARGV[1])
+    redis.call('PUBLISH', KEYS[3], "l\n0\n\n" .. ARGV[1] .. "\n" .. info)
+  end
 elseif before <= 0 then
-  redis.call('PUBLISH', KEYS[3], "j\n0\n\n" .. ARGV[1] .. "\n")
+  local info = ARGV[4] or ''
+  if info ~= '' then redis.call('HSET', KEYS[4], ARGV[1], info) else redis.call('HDEL', KEYS[4], ARGV[1]) end
+  redis.call('PUBLISH', KEYS[3], "j\n0\n\n" .. ARGV[1] .. "\n" .. info)
 end
 return n
 `)
 
+// presentScript reads a topic's presence and its users' infos at once.
+// KEYS topic presence, topic info.
+var presentScript = rueidis.NewLuaScript(`
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+`)
+
 // Change implements relay.Roster.
 func (r *roster) Change(topic string, user relay.UserID, delta int) {
+	r.change(topic, user, delta, nil)
+}
+
+// ChangeInfo implements relay.InfoRoster. The info counts only when this
+// change makes the user's count on this node positive (and is then what
+// this node's writes carry); Redis keeps it only when such a write makes
+// the user present anywhere. An info over MaxInfoBytes is dropped, with a
+// warning.
+func (r *roster) ChangeInfo(topic string, user relay.UserID, delta int, info []byte) {
+	if len(info) > MaxInfoBytes {
+		r.b.log.Warn("presence info over the limit dropped; the connection counts without it",
+			"topic", topic, "user", user, "bytes", len(info), "limit", MaxInfoBytes)
+		info = nil
+	}
+	r.change(topic, user, delta, info)
+}
+
+func (r *roster) change(topic string, user relay.UserID, delta int, info []byte) {
 	r.mu.Lock()
 	k := presenceKey{topic, user}
+	before := r.counts[k]
 	r.counts[k] += delta
+	switch {
+	case r.counts[k] <= 0:
+		delete(r.infos, k)
+	case before <= 0 && len(info) > 0:
+		r.infos[k] = string(info)
+	case before <= 0:
+		delete(r.infos, k)
+	}
 	r.dirty[k] = struct{}{}
 	r.mu.Unlock()
 	r.wakeUp()
@@ -79,16 +146,35 @@ func (r *roster) Change(topic string, user relay.UserID, delta int) {
 func (r *roster) Present(ctx context.Context, topic string) ([]relay.Present, error) {
 	b := r.b
 	r.settle(ctx, topic)
-	m, err := b.call(ctx, b.client.B().Hgetall().Key(b.keys.presence(topic)).Build()).AsStrMap()
+	res, err := b.exec(ctx, presentScript, []string{b.keys.presence(topic), b.keys.info(topic)}, nil).ToArray()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("the presence script answered %d values, want 2", len(res))
+	}
+	var counts, infos []string
+	if err == nil {
+		counts, err = res[0].AsStrSlice()
+	}
+	if err == nil {
+		infos, err = res[1].AsStrSlice()
+	}
 	if err != nil {
 		return nil, unavailable("reading presence", err)
 	}
-	out := make([]relay.Present, 0, len(m))
-	for u, n := range m {
+	info := make(map[string]string, len(infos)/2)
+	for i := 0; i+1 < len(infos); i += 2 {
+		info[infos[i]] = infos[i+1]
+	}
+	out := make([]relay.Present, 0, len(counts)/2)
+	for i := 0; i+1 < len(counts); i += 2 {
+		u, n := counts[i], counts[i+1]
 		user, err1 := strconv.ParseUint(u, 10, 64)
 		count, err2 := strconv.Atoi(n)
 		if err1 == nil && err2 == nil && count > 0 {
-			out = append(out, relay.Present{User: relay.UserID(user), Connections: count})
+			p := relay.Present{User: relay.UserID(user), Connections: count}
+			if s, ok := info[u]; ok && s != "" {
+				p.Info = []byte(s)
+			}
+			out = append(out, p)
 		}
 	}
 	slices.SortFunc(out, func(a, b relay.Present) int { return cmp.Compare(a.User, b.User) })
@@ -151,22 +237,23 @@ func (r *roster) run(ctx context.Context) error {
 }
 
 // ready takes the changed counts that can be written now, with their
-// values. A user's arrival on a topic waits until this node's
+// values and infos. A user's arrival on a topic waits until this node's
 // subscription to the topic is in place: its own join, published by
 // Redis, must reach it. A count back at 0 is written and forgotten.
-func (r *roster) ready() map[presenceKey]int {
+func (r *roster) ready() map[presenceKey]write {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	batch := make(map[presenceKey]int)
+	batch := make(map[presenceKey]write)
 	for k := range r.dirty {
 		n := r.counts[k]
 		if n > 0 && !r.b.sub.synced(k.topic) {
 			continue
 		}
-		batch[k] = max(n, 0)
+		batch[k] = write{count: max(n, 0), info: r.infos[k]}
 		delete(r.dirty, k)
 		if n <= 0 {
 			delete(r.counts, k)
+			delete(r.infos, k)
 		}
 		r.inflight[k.topic]++
 	}
@@ -183,15 +270,15 @@ func (r *roster) wakeUp() {
 
 // apply writes batch in one pipeline and returns the keys whose write
 // failed.
-func (r *roster) apply(ctx context.Context, batch map[presenceKey]int) []presenceKey {
+func (r *roster) apply(ctx context.Context, batch map[presenceKey]write) []presenceKey {
 	b := r.b
 	keys := make([]presenceKey, 0, len(batch))
 	execs := make([]rueidis.LuaExec, 0, len(batch))
-	for k, n := range batch {
+	for k, w := range batch {
 		keys = append(keys, k)
 		execs = append(execs, rueidis.LuaExec{
-			Keys: []string{b.keys.presence(k.topic), b.keys.nodePresence(b.cfg.NodeID), b.keys.channel(k.topic)},
-			Args: []string{k.user.String(), strconv.Itoa(n), presenceField(k)},
+			Keys: []string{b.keys.presence(k.topic), b.keys.nodePresence(b.cfg.NodeID), b.keys.channel(k.topic), b.keys.info(k.topic)},
+			Args: []string{k.user.String(), strconv.Itoa(w.count), presenceField(k), w.info},
 		})
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
@@ -219,11 +306,12 @@ func (r *roster) reassert() {
 }
 
 // cleanupScript removes a node: its share of presence (announcing the
-// leaves), its hold on registrations (which then expire after the grace)
-// and its heartbeat. With a cutoff it does nothing unless the node's last
+// leaves, each with the info its user joined with, which goes too), its
+// hold on registrations (which then expire after the grace) and its
+// heartbeat. With a cutoff it does nothing unless the node's last
 // heartbeat is older. KEYS nodes, node presence, node registrations.
 // ARGV node, cutoff ms ("" for none), presence prefix, channel prefix,
-// registration prefix, grace ms.
+// registration prefix, grace ms, info prefix.
 var cleanupScript = rueidis.NewLuaScript(`
 if ARGV[2] ~= "" then
   local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -238,7 +326,10 @@ for i = 1, #share, 2 do
   local n = redis.call('HINCRBY', key, user, -tonumber(share[i + 1]))
   if n <= 0 then
     redis.call('HDEL', key, user)
-    redis.call('PUBLISH', ARGV[4] .. topic, "l\n0\n\n" .. user .. "\n")
+    local ikey = ARGV[7] .. topic
+    local info = redis.call('HGET', ikey, user) or ''
+    redis.call('HDEL', ikey, user)
+    redis.call('PUBLISH', ARGV[4] .. topic, "l\n0\n\n" .. user .. "\n" .. info)
   end
 end
 redis.call('DEL', KEYS[2])
@@ -262,7 +353,7 @@ func (b *Broker) cleanup(ctx context.Context, node string, force bool) error {
 	}
 	grace := max(b.cfg.ReconnectGrace.Milliseconds(), 1)
 	return b.exec(ctx, cleanupScript, []string{b.keys.nodes(), b.keys.nodePresence(node), b.keys.nodeRegs(node)},
-		[]string{node, cutoff, b.keys.presence(""), b.keys.channel(""), b.keys.reg(""), strconv.FormatInt(grace, 10)}).Error()
+		[]string{node, cutoff, b.keys.presence(""), b.keys.channel(""), b.keys.reg(""), strconv.FormatInt(grace, 10), b.keys.info("")}).Error()
 }
 
 // heartbeat says every Heartbeat that this node is alive, sends its own
