@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/relayhq/relay/internal/brokertest"
+	"github.com/relayhq/relay/internal/natsbroker"
 	"github.com/relayhq/relay/internal/relay"
 )
 
@@ -13,5 +14,6 @@ func TestConformance(t *testing.T) {
 		Node: func(t *testing.T, n relay.Node) relay.Engine {
 			return newNode(t, sharedNATS, prefix, n)
 		},
+		Crash: func(t *testing.T, e relay.Engine) { natsbroker.Crash(e.(*natsbroker.Broker)) },
 	})
 }

@@ -22,7 +22,9 @@
 //	                      messages to one user; MaxAge IdempotencyWindow
 //	KV P_registry         key base64url(id): JSON user, seed topics, holder (node#incarnation),
 //	                      socket, deadline; MaxAge RegistryMaxAge
-//	KV P_presence         key T.<user>: JSON {node#incarnation: connections}
+//	KV P_presence         key T.<user>: JSON {node#incarnation: connections}, or, for a user
+//	                      that joined with an info (relay.InfoRoster), {"m": that object,
+//	                      "i": base64 info}
 //	KV P_nodes            key T (node id): JSON incarnation and beat count; MaxAge 10m
 //	KV P_dashboard        key T (node id): the node's dashboard summary (JSON, at most
 //	                      2 KiB); memory storage, MaxAge the summaries' ttl (peers.go)
@@ -51,6 +53,12 @@
 // have lost them) and rewrites this node's heartbeat before Ready turns
 // nil; then it rewrites this node's presence and checks every topic, each
 // on its own (a topic that cannot be read is repaired later).
+//
+// Joins and leaves are core messages with headers Relay-Kind, Relay-User
+// and Relay-Node; their body is the info the user joined with (empty for
+// none), which the write that takes the user's total from 0 stores in the
+// entry and the write that empties it announces. An info over
+// MaxInfoBytes (64 KiB) is dropped with a warning, never truncated.
 //
 // Registry and Roster change bucket entries by compare-and-set on their
 // revision; a delete is a purge of the key's subject up to that revision

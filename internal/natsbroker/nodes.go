@@ -224,7 +224,8 @@ func scan(ctx context.Context, kv jetstream.KeyValue, pattern, what string, f fu
 }
 
 // sweep removes from every presence entry the members whose node
-// incarnation has no heartbeat, announcing the leaves that causes, and
+// incarnation has no heartbeat, announcing the leaves that causes (with
+// the info their users joined with, which goes with the entry), and
 // with regs releases the registrations such nodes held: they expire after
 // ReconnectGrace unless attached again. The entries are read before the
 // heartbeats: a member is written only after its node's heartbeat exists,
@@ -242,7 +243,7 @@ func (r *roster) sweep(ctx context.Context, inf *infra, regs bool) error {
 			return err
 		}
 	}
-	err := r.entries(ctx, inf.presence, ">", func(key string, members map[string]int) {
+	err := r.entries(ctx, inf.presence, ">", func(key string, members map[string]int, _ []byte) {
 		tok, u, ok := cutLast(key)
 		topic, ok2 := untoken(tok)
 		if !ok || !ok2 {
@@ -272,7 +273,7 @@ func (r *roster) sweep(ctx context.Context, inf *infra, regs bool) error {
 		if !hasAny(e.members, dead) {
 			continue
 		}
-		err := r.update(ctx, e.key, func(members map[string]int) bool {
+		err := r.update(ctx, e.key, nil, func(members map[string]int) bool {
 			changed := false
 			for name := range members {
 				if dead(name) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +25,9 @@ func present(t *testing.T, ctx context.Context, nodes []member, topic string, wa
 		var err error
 		if !brokertest.Eventually(within, func() bool {
 			got, err = n.Roster().Present(ctx, topic)
-			return err == nil && (slices.EqualFunc(got, want, func(a, b relay.Present) bool { return a.User == b.User && a.Connections == b.Connections && string(a.Info) == string(b.Info) }) || len(got) == 0 && len(want) == 0)
+			return err == nil && (slices.EqualFunc(got, want, func(a, b relay.Present) bool {
+				return a.User == b.User && a.Connections == b.Connections && string(a.Info) == string(b.Info)
+			}) || len(got) == 0 && len(want) == 0)
 		}) {
 			t.Fatalf("node %d Present(%q) = %v, %v after %v; want %v", i, topic, got, err, within, want)
 		}
@@ -166,5 +169,39 @@ func TestRejoinAfterDeclaredDead(t *testing.T) {
 	present(t, ctx, nodes, topic, []relay.Present{{User: 3, Connections: 1}}, 5*time.Second)
 	if joins, leaves := a.rec.Count(topic, relay.KindJoin, 3), a.rec.Count(topic, relay.KindLeave, 3); joins != leaves+1 {
 		t.Errorf("a was told of %d joins and %d leaves of user 3, want one join more than leaves", joins, leaves)
+	}
+}
+
+// An info up to natsbroker.MaxInfoBytes rides on the join and the leave,
+// on every node, and is what Present returns; a larger one is dropped
+// (with a warning) and the connection counted without it.
+func TestInfoLimit(t *testing.T) {
+	ctx, prefix := testCtx(t), newPrefix(t, sharedNATS)
+	nodes := cluster(t, sharedNATS, prefix, 2)
+	a := nodes[0]
+	topic := newTopic("limit")
+	for _, n := range nodes {
+		watch(t, ctx, n, n.rec, topic)
+	}
+	r := a.Roster().(relay.InfoRoster)
+	limit := []byte(strings.Repeat("\n\"x", natsbroker.MaxInfoBytes/3) + strings.Repeat("y", natsbroker.MaxInfoBytes%3))
+	over := []byte(strings.Repeat("z", natsbroker.MaxInfoBytes+1))
+	r.ChangeInfo(topic, 1, 1, limit)
+	r.ChangeInfo(topic, 2, 1, over)
+	present(t, ctx, nodes, topic, []relay.Present{{User: 1, Connections: 1, Info: limit}, {User: 2, Connections: 1}}, 5*time.Second)
+	r.Change(topic, 1, -1)
+	r.Change(topic, 2, -1)
+	for i, n := range nodes {
+		n.rec.WaitCount(t, topic, relay.KindLeave, 1, 1)
+		n.rec.WaitCount(t, topic, relay.KindLeave, 2, 1)
+		for _, m := range n.rec.Messages(topic) {
+			want := limit
+			if m.User == 2 {
+				want = nil
+			}
+			if string(m.Data) != string(want) || (want == nil) != (m.Data == nil) {
+				t.Errorf("node %d: event %d of user %d carried %d bytes, want %d", i, m.Kind, m.User, len(m.Data), len(want))
+			}
+		}
 	}
 }

@@ -91,7 +91,8 @@ func decodeStored(topic string, raw *jetstream.RawStreamMsg) (stored, error) {
 
 // decodeLive reads a message from a topic's core subject: a stored message
 // republished by the stream (its sequence is returned), a message to one
-// user, or a presence event. It reports whether this node sent it.
+// user, or a presence event (its data: the info the user joined with,
+// empty for none). It reports whether this node sent it.
 func decodeLive(topic string, msg *nats.Msg, self string) (m *relay.Message, seq uint64, mine bool) {
 	m = &relay.Message{Topic: topic, Data: msg.Data}
 	h := msg.Header
@@ -106,6 +107,9 @@ func decodeLive(topic string, msg *nats.Msg, self string) (m *relay.Message, seq
 		m.Kind = relay.KindJoin
 	case "leave":
 		m.Kind = relay.KindLeave
+	}
+	if m.Kind != relay.KindPublish && len(m.Data) == 0 {
+		m.Data = nil // a join or leave without info
 	}
 	if u := h.Get(hdrUser); u != "" {
 		n, _ := strconv.ParseUint(u, 10, 64)

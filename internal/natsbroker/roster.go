@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,12 +32,20 @@ import (
 // that the join it may announce reaches this node's fan-out too; Present
 // waits (for at most Timeout) until the topic's counts are written, so
 // that it counts every Change made before it.
+//
+// It is a relay.InfoRoster too: each count is written with the info this
+// node's connections of the user joined with (that of the change that
+// made the count positive here). The write that takes the user's total
+// from 0 stores it in the entry (presenceValue) and the join carries it;
+// later writes keep it; the write that empties the entry (a leave, or the
+// sweep of a dead node's members) carries it in the leave.
 type roster struct {
 	b    *Broker
 	wake chan struct{} // cap 1
 
 	mu          sync.Mutex
 	counts      map[pkey]int      // this node's connections per topic and user
+	infos       map[pkey][]byte   // the info the user joined with here, while counted
 	dirty       map[pkey]struct{} // counts not written yet
 	dirtyTopics map[string]int    // the number of dirty counts per topic
 	inflight    map[string]int    // the number of counts per topic being written
@@ -96,6 +105,7 @@ func (r *roster) init(b *Broker) {
 	r.b = b
 	r.wake = make(chan struct{}, 1)
 	r.counts = make(map[pkey]int)
+	r.infos = make(map[pkey][]byte)
 	r.dirty = make(map[pkey]struct{})
 	r.dirtyTopics = make(map[string]int)
 	r.inflight = make(map[string]int)
@@ -111,9 +121,43 @@ func (r *roster) signal() {
 
 // Change implements relay.Roster. It never blocks.
 func (r *roster) Change(topic string, user relay.UserID, delta int) {
+	r.change(topic, user, delta, nil)
+}
+
+// MaxInfoBytes bounds the info ChangeInfo keeps for a user (Pusher's
+// user_info, which the caller already limits to 1 KiB): a larger info is
+// dropped, with a warning in the log, and the connection counted without
+// it (its join and leave carry no Data, Present no Info). Nothing is ever
+// truncated.
+const MaxInfoBytes = 64 << 10
+
+// ChangeInfo implements relay.InfoRoster. It never blocks. The info
+// counts only when this change makes the user's count on this node
+// positive (it is then what this node's writes carry); the entry keeps it
+// only when such a write makes the user present anywhere. An info over
+// MaxInfoBytes is dropped, with a warning.
+func (r *roster) ChangeInfo(topic string, user relay.UserID, delta int, info []byte) {
+	if len(info) > MaxInfoBytes {
+		r.b.log.Warn("presence info over the limit dropped; the connection counts without it",
+			"topic", topic, "user", user, "bytes", len(info), "limit", MaxInfoBytes)
+		info = nil
+	}
+	r.change(topic, user, delta, info)
+}
+
+func (r *roster) change(topic string, user relay.UserID, delta int, info []byte) {
 	k := pkey{topic, user}
 	r.mu.Lock()
+	before := r.counts[k]
 	r.counts[k] += delta
+	switch {
+	case r.counts[k] <= 0:
+		delete(r.infos, k)
+	case before <= 0 && len(info) > 0:
+		r.infos[k] = bytes.Clone(info)
+	case before <= 0:
+		delete(r.infos, k)
+	}
 	r.markDirtyLocked(k)
 	r.mu.Unlock()
 	r.signal()
@@ -147,14 +191,21 @@ func (r *roster) cleanLocked(k pkey) {
 // writeBatch bounds the counts apply writes at once.
 const writeBatch = 256
 
+// pwrite is what apply writes for one key: this node's count and the info
+// it joined with (nil for none).
+type pwrite struct {
+	count int
+	info  []byte
+}
+
 // take returns up to writeBatch dirty counts that can be written now, with
-// their values, and marks them in flight. A count that rises on a topic
-// whose subscription is not ready yet stays dirty: the interest loop wakes
-// apply once it is. A count back at 0 is written and forgotten.
-func (r *roster) take() map[pkey]int {
+// their values and infos, and marks them in flight. A count that rises on
+// a topic whose subscription is not ready yet stays dirty: the interest
+// loop wakes apply once it is. A count back at 0 is written and forgotten.
+func (r *roster) take() map[pkey]pwrite {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	batch := make(map[pkey]int)
+	batch := make(map[pkey]pwrite)
 	for k := range r.dirty {
 		if len(batch) == writeBatch {
 			break
@@ -163,10 +214,11 @@ func (r *roster) take() map[pkey]int {
 		if n > 0 && r.b.interest.syncing(k.topic) { // roster.mu → interest.mu, never the reverse
 			continue
 		}
-		batch[k] = max(n, 0)
+		batch[k] = pwrite{count: max(n, 0), info: r.infos[k]}
 		r.cleanLocked(k)
 		if n <= 0 {
 			delete(r.counts, k)
+			delete(r.infos, k)
 		}
 		r.inflight[k.topic]++
 	}
@@ -226,7 +278,7 @@ func (r *roster) apply(ctx context.Context) {
 
 // writeAll writes batch, parallelism at a time, and returns the keys whose
 // write failed.
-func (r *roster) writeAll(ctx context.Context, batch map[pkey]int, inc string) []pkey {
+func (r *roster) writeAll(ctx context.Context, batch map[pkey]pwrite, inc string) []pkey {
 	keys := make([]pkey, 0, len(batch))
 	for k := range batch {
 		keys = append(keys, k)
@@ -234,7 +286,7 @@ func (r *roster) writeAll(ctx context.Context, batch map[pkey]int, inc string) [
 	var mu sync.Mutex
 	var failed []pkey
 	parallel(ctx, keys, max(r.b.cfg.Timeout, 2*time.Second), func(ctx context.Context, k pkey) {
-		if err := r.write(ctx, k, batch[k], inc); err != nil {
+		if err := r.write(ctx, k, batch[k].count, batch[k].info, inc); err != nil {
 			mu.Lock()
 			failed = append(failed, k)
 			mu.Unlock()
@@ -282,10 +334,10 @@ func total(members map[string]int) int {
 
 // write sets this node's count for k to want (dropping the counts of its
 // earlier incarnations), announcing a join or a leave when the user's
-// total crosses 0.
-func (r *roster) write(ctx context.Context, k pkey, want int, inc string) error {
+// total crosses 0; info is what a join stores and carries.
+func (r *roster) write(ctx context.Context, k pkey, want int, info []byte, inc string) error {
 	me := memberName(r.b.cfg.NodeID, inc)
-	return r.update(ctx, k, func(members map[string]int) bool {
+	return r.update(ctx, k, info, func(members map[string]int) bool {
 		changed := false
 		for name := range members {
 			if name != me && memberNode(name) == r.b.cfg.NodeID {
@@ -306,8 +358,10 @@ func (r *roster) write(ctx context.Context, k pkey, want int, inc string) error 
 
 // update applies edit to k's entry by compare-and-set, retrying on
 // conflict, and announces the join or leave the write caused. edit
-// reports whether it changed anything.
-func (r *roster) update(ctx context.Context, k pkey, edit func(map[string]int) bool) error {
+// reports whether it changed anything. A write that takes the user's
+// total from 0 stores joinInfo in the entry; every other write keeps the
+// entry's info; the join and the leave carry the entry's info.
+func (r *roster) update(ctx context.Context, k pkey, joinInfo []byte, edit func(map[string]int) bool) error {
 	_, inf, err := r.b.use()
 	if err != nil {
 		return err
@@ -315,13 +369,15 @@ func (r *roster) update(ctx context.Context, k pkey, edit func(map[string]int) b
 	key := presenceKey(k)
 	for range casAttempts {
 		members := make(map[string]int)
+		var info []byte
 		var rev uint64
 		e, err := inf.presence.Get(ctx, key)
 		switch {
 		case err == nil:
 			rev = e.Revision()
-			if err := json.Unmarshal(e.Value(), &members); err != nil {
-				members = make(map[string]int) // corrupt: start over
+			var ok bool
+			if members, info, ok = decodePresence(e.Value()); !ok {
+				members, info = make(map[string]int), nil // corrupt: start over
 			}
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
 			return err
@@ -331,6 +387,9 @@ func (r *roster) update(ctx context.Context, k pkey, edit func(map[string]int) b
 			return nil
 		}
 		after := total(members)
+		if before == 0 && after > 0 {
+			info = joinInfo // the write that makes the user present: its info stays
+		}
 		switch {
 		case len(members) == 0 && rev == 0:
 			return nil
@@ -343,7 +402,7 @@ func (r *roster) update(ctx context.Context, k pkey, edit func(map[string]int) b
 				continue
 			}
 		default:
-			val, _ := json.Marshal(members)
+			val := encodePresence(members, info)
 			if rev == 0 {
 				_, err = inf.presence.Create(ctx, key, val)
 			} else {
@@ -358,19 +417,20 @@ func (r *roster) update(ctx context.Context, k pkey, edit func(map[string]int) b
 		}
 		switch {
 		case before == 0 && after > 0:
-			r.announce(k, relay.KindJoin)
+			r.announce(k, relay.KindJoin, info)
 		case before > 0 && after == 0:
-			r.announce(k, relay.KindLeave)
+			r.announce(k, relay.KindLeave, info)
 		}
 		return nil
 	}
 	return fmt.Errorf("the presence of user %d on %q keeps changing", k.user, k.topic)
 }
 
-// announce tells every node's fan-out that a user joined or left: this
+// announce tells every node's fan-out that a user joined or left, with
+// the info it joined with as the message's data (nil for none): this
 // node's directly, the others' through the topic's core subject. Like any
 // core publish it is lost for a node that is disconnected at the time.
-func (r *roster) announce(k pkey, kind relay.Kind) {
+func (r *roster) announce(k pkey, kind relay.Kind, info []byte) {
 	name := "join"
 	if kind == relay.KindLeave {
 		name = "leave"
@@ -380,11 +440,12 @@ func (r *roster) announce(k pkey, kind relay.Kind) {
 		msg.Header.Set(hdrKind, name)
 		msg.Header.Set(hdrUser, k.user.String())
 		msg.Header.Set(hdrNode, r.b.cfg.NodeID)
+		msg.Data = info
 		if err := c.nc.PublishMsg(msg); err != nil {
 			r.b.log.Warn("announcing presence to the other nodes failed", "topic", k.topic, "err", err)
 		}
 	}
-	r.b.seq.Offer(&relay.Message{Kind: kind, Topic: k.topic, User: k.user})
+	r.b.seq.Offer(&relay.Message{Kind: kind, Topic: k.topic, User: k.user, Data: info})
 }
 
 // Present implements relay.Roster: the users with connections on topic on
@@ -398,11 +459,11 @@ func (r *roster) Present(ctx context.Context, topic string) ([]relay.Present, er
 	}
 	r.settle(ctx, topic)
 	var out []relay.Present
-	err = r.entries(ctx, inf.presence, token(topic)+".*", func(key string, members map[string]int) {
+	err = r.entries(ctx, inf.presence, token(topic)+".*", func(key string, members map[string]int, info []byte) {
 		_, u, _ := cutLast(key)
 		user, err := parseUser(u)
 		if n := total(members); err == nil && n > 0 {
-			out = append(out, relay.Present{User: user, Connections: n})
+			out = append(out, relay.Present{User: user, Connections: n, Info: info})
 		}
 	})
 	if err != nil {
@@ -423,13 +484,50 @@ func cmpUint(a, b uint64) int {
 }
 
 // entries calls f for every presence entry whose key matches pattern.
-func (r *roster) entries(ctx context.Context, kv jetstream.KeyValue, pattern string, f func(key string, members map[string]int)) error {
+func (r *roster) entries(ctx context.Context, kv jetstream.KeyValue, pattern string, f func(key string, members map[string]int, info []byte)) error {
 	return scan(ctx, kv, pattern, "presence", func(e jetstream.KeyValueEntry) {
-		members := make(map[string]int)
-		if json.Unmarshal(e.Value(), &members) == nil {
-			f(e.Key(), members)
+		if members, info, ok := decodePresence(e.Value()); ok {
+			f(e.Key(), members, info)
 		}
 	})
+}
+
+// presenceValue is the value of a presence entry whose user joined with
+// an info: {"m": {member: connections}, "i": base64 info}. An entry
+// without info is the members object alone, as before InfoRoster, so that
+// nodes of earlier versions read and write it as ever; they cannot read
+// this form (member names always hold a '#', so "m" is never one).
+type presenceValue struct {
+	Members map[string]int `json:"m"`
+	Info    []byte         `json:"i,omitempty"`
+}
+
+// encodePresence returns an entry's value: the members object, or a
+// presenceValue when there is an info.
+func encodePresence(members map[string]int, info []byte) []byte {
+	var val []byte
+	if len(info) == 0 {
+		val, _ = json.Marshal(members)
+	} else {
+		val, _ = json.Marshal(presenceValue{Members: members, Info: info})
+	}
+	return val
+}
+
+// decodePresence reads either form of an entry's value.
+func decodePresence(val []byte) (members map[string]int, info []byte, ok bool) {
+	members = make(map[string]int)
+	if json.Unmarshal(val, &members) == nil {
+		return members, nil, true
+	}
+	var v presenceValue
+	if json.Unmarshal(val, &v) != nil || v.Members == nil {
+		return nil, nil, false
+	}
+	if len(v.Info) == 0 {
+		v.Info = nil
+	}
+	return v.Members, v.Info, true
 }
 
 // leaveAll removes this node's counts, announcing the leaves, and its
@@ -448,7 +546,7 @@ func (r *roster) leaveAll(ctx context.Context) error {
 	var mu sync.Mutex
 	var firstErr error
 	parallel(ctx, keys, r.b.cfg.Timeout, func(ctx context.Context, k pkey) {
-		if err := r.write(ctx, k, 0, inc); err != nil {
+		if err := r.write(ctx, k, 0, nil, inc); err != nil {
 			mu.Lock()
 			firstErr = cmpOr(firstErr, err)
 			mu.Unlock()
