@@ -51,7 +51,7 @@ type Conn struct {
 	format relay.Format
 	encode func(*relay.Message) []byte
 	prof   *Profile // nil: Relay's own protocols
-	bucket uint32 // keepalive bucket: which tick of the cycle pings it
+	bucket uint32   // keepalive bucket: which tick of the cycle pings it
 	proto  string
 	id     uint64 // names the connection in log lines
 
