@@ -1,7 +1,10 @@
-// Package api serves Relay's HTTP routes: the seed API (health, register,
-// publish, the WebSocket upgrade) and the commands clients send over their
-// sockets. It decodes and validates every input, maps errors to statuses in
-// one table (errors.go) and answers every failure with {"error": "..."}.
+// Package api serves Relay's own HTTP routes: the seed API (health,
+// register, publish), history, presence, the OpenAPI description and the
+// WebSocket upgrades (/ws/{id} and /ws?token=), which authenticate a socket
+// and hand it, bound to its hub client, to the session of the protocol it
+// negotiated (packages seed and relayv1 under internal/protocol). It
+// decodes and validates every request, maps errors to statuses in one
+// table (errors.go) and answers every failure with {"error": "..."}.
 package api
 
 import (
@@ -25,6 +28,8 @@ import (
 	"github.com/relayhq/relay/internal/auth"
 	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/logthrottle"
+	"github.com/relayhq/relay/internal/protocol/relayv1"
+	"github.com/relayhq/relay/internal/protocol/seed"
 	"github.com/relayhq/relay/internal/ratelimit"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
@@ -77,6 +82,8 @@ type API struct {
 	logs    *logthrottle.Throttle
 	handler http.Handler
 	routes  []Route
+	seed    *seed.Protocol
+	relayv1 *relayv1.Protocol
 	stats   Stats
 	anyOrig bool
 	closing atomic.Bool
@@ -98,6 +105,9 @@ func New(cfg Config, h *hub.Hub, b relay.Broker, wss *ws.Server, log *slog.Logge
 	if a.logs == nil {
 		a.logs = logthrottle.New(log, logthrottle.Config{})
 	}
+	a.seed = seed.New(h, a.logs)
+	a.relayv1 = relayv1.New(h, b, log)
+	a.stats.seed = a.seed
 	a.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
 	if a.cfg.Auth == nil {
 		a.cfg.Auth, _ = auth.New(auth.Config{}) // the open mode cannot fail

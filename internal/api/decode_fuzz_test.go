@@ -3,17 +3,17 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/relayhq/relay/internal/jsonwire"
 	"github.com/relayhq/relay/internal/relay"
 )
 
-// The decoders read untrusted bytes. These fuzz targets check that they
-// never panic, that every refusal is a 4xx sentinel, and that what they
-// accept agrees with encoding/json. Seeds live in testdata/fuzz.
+// The request decoders read untrusted bytes. These fuzz targets check that
+// they never panic, that every refusal is a 4xx sentinel, and that what
+// they accept agrees with encoding/json. Seeds live in testdata/fuzz.
 
 // checkValidity holds the scanner to json.Valid: it must refuse invalid
 // JSON and must not call valid JSON invalid.
@@ -50,7 +50,7 @@ func FuzzDecodePublish(f *testing.F) {
 				Message *string         `json:"message"`
 			}
 			if json.Unmarshal(body, &ref) == nil && ref.Topic != nil && ref.Message != nil && len(*ref.Message) <= 1024 {
-				if _, uerr := decodeUserID(ref.UserID); isNull(ref.UserID) || uerr == nil {
+				if _, uerr := decodeUserID(ref.UserID); jsonwire.IsNull(ref.UserID) || uerr == nil {
 					t.Fatalf("refused %q (%v), which encoding/json reads as topic %q message %q", body, err, *ref.Topic, *ref.Message)
 				}
 			}
@@ -96,60 +96,6 @@ func FuzzDecodeRegister(f *testing.F) {
 	})
 }
 
-func FuzzDecodeTopics(f *testing.F) {
-	f.Add([]byte(`{"topics":["cats","dogs"]}`))
-	f.Add([]byte(`{"topics":[]}`))
-	f.Fuzz(func(t *testing.T, msg []byte) {
-		topics, err := decodeTopics(msg, 1<<20)
-		checkValidity(t, msg, err)
-		if err != nil {
-			checkRefusal(t, err)
-			return
-		}
-		var ref struct {
-			Topics []string `json:"topics"`
-		}
-		if err := json.Unmarshal(msg, &ref); err != nil || len(ref.Topics) != len(topics) {
-			t.Fatalf("decoded %q from %q; encoding/json: %q, %v", topics, msg, ref.Topics, err)
-		}
-	})
-}
-
-// FuzzEncodeV1 checks the hand-written JSON of relay.v1 message frames
-// against encoding/json: whatever the topic and payload bytes, the frame
-// is valid JSON and carries the same strings encoding/json would.
-func FuzzEncodeV1(f *testing.F) {
-	f.Add("news", []byte(`{"a":"b\n"}`), uint64(7))
-	f.Add("t\x01\"", []byte("\xff\xfe \u2028"), uint64(0))
-	f.Fuzz(func(t *testing.T, topic string, data []byte, offset uint64) {
-		frame := EncodeV1(&relay.Message{Topic: topic, Data: data, Offset: offset, Epoch: "e"})
-		payload := frame[2:]
-		switch frame[1] {
-		case 126:
-			payload = frame[4:]
-		case 127:
-			payload = frame[10:]
-		}
-		var got struct {
-			Type    string  `json:"type"`
-			Topic   string  `json:"topic"`
-			Offset  *uint64 `json:"offset"`
-			Message string  `json:"message"`
-		}
-		if err := json.Unmarshal(payload, &got); err != nil {
-			t.Fatalf("frame %q is not JSON: %v", payload, err)
-		}
-		var wantTopic, wantMsg string
-		b, _ := json.Marshal(topic)
-		json.Unmarshal(b, &wantTopic)
-		b, _ = json.Marshal(string(data))
-		json.Unmarshal(b, &wantMsg)
-		if got.Topic != wantTopic || got.Message != wantMsg || got.Type != "message" || (offset > 0) != (got.Offset != nil) {
-			t.Fatalf("decoded %+v, want topic %q message %q", got, wantTopic, wantMsg)
-		}
-	})
-}
-
 func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte(`{"events":[{"topic":"t","message":"m"}]}`))
 	f.Add([]byte(`[{"topic":"t","message":"m"},{"topic":""}]`))
@@ -166,51 +112,6 @@ func FuzzDecodeBatch(f *testing.F) {
 			if !json.Valid(ev) {
 				t.Fatalf("event %q is not JSON", ev)
 			}
-		}
-	})
-}
-
-// FuzzDecodeV1Command holds the relay.v1 command decoder to encoding/json:
-// within the topic limit, and with no field given twice, it accepts and
-// decodes exactly what json.Unmarshal does; past the limit it refuses
-// with ErrLimit, and a repeated field is refused.
-func FuzzDecodeV1Command(f *testing.F) {
-	f.Add([]byte(`{"type":"subscribe","id":1,"topics":["a","b"],"since":{"a":{"offset":3,"epoch":"e"}},"presence":true}`))
-	f.Add([]byte(`{"TYPE":"ping","id":"x"}`))
-	f.Add([]byte(`{"topics":["a","b","c","d","e"]}`))
-	f.Add([]byte(`{"type":5}`))
-	f.Fuzz(func(t *testing.T, msg []byte) {
-		const max = 4
-		cmd, err := decodeV1Command(msg, max)
-		if errors.Is(err, relay.ErrLimit) {
-			var ref struct {
-				Topics []json.RawMessage
-				Since  map[string]json.RawMessage
-			}
-			if json.Unmarshal(msg, &ref) == nil && len(ref.Topics) <= max && len(ref.Since) <= max {
-				// A since with repeated keys counts each: refusing it is fine.
-				if !strings.Contains(err.Error(), "since names") {
-					t.Fatalf("refused %q for its size (%v), but it names %d topics", msg, err, len(ref.Topics))
-				}
-			}
-			return
-		}
-		if err != nil && strings.Contains(err.Error(), "more than once") {
-			checkRefusal(t, err) // encoding/json would merge or pick one
-			return
-		}
-		var ref v1Command
-		refErr := json.Unmarshal(msg, &ref)
-		if (err == nil) != (refErr == nil) {
-			t.Fatalf("decodeV1Command(%q) error = %v, encoding/json says %v", msg, err, refErr)
-		}
-		if err != nil {
-			checkRefusal(t, err)
-			return
-		}
-		if cmd.Type != ref.Type || cmd.Presence != ref.Presence || string(cmd.ID) != string(ref.ID) ||
-			!reflect.DeepEqual(cmd.Topics, ref.Topics) || !reflect.DeepEqual(cmd.Since, ref.Since) {
-			t.Fatalf("decodeV1Command(%q) = %+v, encoding/json says %+v", msg, cmd, ref)
 		}
 	})
 }

@@ -6,36 +6,26 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 
+	"github.com/relayhq/relay/internal/protocol/seed"
 	"github.com/relayhq/relay/internal/relay"
 )
 
-// statuses is the one table from Relay's sentinel errors to HTTP statuses
-// and to the codes of relay.v1 error frames.
+// statuses is the one table from Relay's sentinel errors to HTTP statuses.
+// (Each socket protocol maps them to its own codes: see
+// relayv1.errorCode.)
 var statuses = []struct {
 	err    error
 	status int
-	code   string
 }{
-	{relay.ErrInvalid, http.StatusBadRequest, "invalid"},
-	{relay.ErrUnauthorized, http.StatusUnauthorized, "unauthorized"},
-	{relay.ErrForbidden, http.StatusForbidden, "forbidden"},
-	{relay.ErrNotFound, http.StatusNotFound, "not_found"},
-	{relay.ErrTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
-	{relay.ErrLimit, http.StatusTooManyRequests, "limit_exceeded"},
-	{relay.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
-}
-
-// v1Code maps err to a relay.v1 error code.
-func v1Code(err error) string {
-	for _, s := range statuses {
-		if errors.Is(err, s.err) {
-			return s.code
-		}
-	}
-	return "internal"
+	{relay.ErrInvalid, http.StatusBadRequest},
+	{relay.ErrUnauthorized, http.StatusUnauthorized},
+	{relay.ErrForbidden, http.StatusForbidden},
+	{relay.ErrNotFound, http.StatusNotFound},
+	{relay.ErrTooLarge, http.StatusRequestEntityTooLarge},
+	{relay.ErrLimit, http.StatusTooManyRequests},
+	{relay.ErrUnavailable, http.StatusServiceUnavailable},
 }
 
 // status maps err to an HTTP status; errors outside the table are the
@@ -55,12 +45,17 @@ type Stats struct {
 	rejected        [600]atomic.Uint64
 	limitedRegister atomic.Uint64
 	limitedConnect  atomic.Uint64
-	seedIgnored     atomic.Uint64
+	seed            *seed.Protocol // counts its sockets' ignored texts
 }
 
 // SeedIgnored returns how many texts seed sockets sent that were neither a
 // topics command nor "ping", and were ignored.
-func (s *Stats) SeedIgnored() uint64 { return s.seedIgnored.Load() }
+func (s *Stats) SeedIgnored() uint64 {
+	if s.seed == nil {
+		return 0
+	}
+	return s.seed.Ignored()
+}
 
 func (s *Stats) limited(what string) {
 	if what == "register" {
@@ -97,17 +92,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		a.answer(w, code, "internal server error")
 		return
 	}
-	a.failStatus(w, r, code, trimSentinel(err))
-}
-
-// trimSentinel returns err's message without the sentinel's own text at
-// its end.
-func trimSentinel(err error) string {
-	msg := err.Error()
-	for _, s := range statuses {
-		msg = strings.TrimSuffix(msg, ": "+s.err.Error())
-	}
-	return msg
+	a.failStatus(w, r, code, relay.Detail(err))
 }
 
 // failStatus answers r with code and {"error": msg}, and logs the refusal

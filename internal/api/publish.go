@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/relayhq/relay/internal/jsonwire"
 	"github.com/relayhq/relay/internal/relay"
 )
 
@@ -54,7 +55,7 @@ func appendReceipt(b []byte, rc relay.Receipt) []byte {
 		b = append(b, `"offset":`...)
 		b = strconv.AppendUint(b, rc.Offset, 10)
 		b = append(b, `,"epoch":`...)
-		b = appendString(b, rc.Epoch)
+		b = jsonwire.AppendString(b, rc.Epoch)
 		b = append(b, ',')
 	}
 	b = append(b, `"delivered":`...)
@@ -95,7 +96,7 @@ func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
 			out = append(out, `{"status":`...)
 			out = strconv.AppendInt(out, int64(status(err)), 10)
 			out = append(out, `,"error":`...)
-			out = appendString(out, fmt.Sprintf("event %d: %s", i, trimSentinel(err)))
+			out = jsonwire.AppendString(out, fmt.Sprintf("event %d: %s", i, relay.Detail(err)))
 			out = append(out, '}')
 			continue
 		}
@@ -109,8 +110,8 @@ func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
 // decodeBatch splits a batch body into its events.
 func decodeBatch(body []byte) ([]json.RawMessage, error) {
 	var events []json.RawMessage
-	if err := decodeObject(body, func(key, val []byte) {
-		if fieldIs(key, "events") {
+	if err := jsonwire.Object(body, func(key, val []byte) {
+		if jsonwire.FieldIs(key, "events") {
 			json.Unmarshal(val, &events)
 		}
 	}); err != nil {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/protocol/relayv1"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
 )
@@ -86,21 +86,21 @@ func (a *API) tokenSocket(w http.ResponseWriter, r *http.Request) {
 }
 
 // start binds an upgraded socket to its registration with attach and
-// starts reading it with the session of its protocol.
+// starts reading it with the session of the protocol it negotiated: seed
+// sockets keep the registration's topics (new ones start on "cats"),
+// relay.v1 sockets start with none.
 func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error)) {
 	var (
 		h      ws.Handler
 		client *hub.Client
 		err    error
 	)
-	if c.Subprotocol() == ProtocolV1 {
-		s := &v1Session{session: session{api: a}}
-		s.client, err = attach(false)
-		h, client = s, s.client
+	if c.Subprotocol() == relayv1.Subprotocol {
+		client, err = attach(false)
+		h = a.relayv1.NewSession(client)
 	} else {
-		s := &seedSession{session{api: a}}
-		s.client, err = attach(true)
-		h, client = s, s.client
+		client, err = attach(true)
+		h = a.seed.NewSession(client)
 	}
 	switch {
 	case errors.Is(err, hub.ErrSuperseded): // a later connect for the id won
@@ -124,61 +124,4 @@ func (a *API) start(c *ws.Conn, attach func(keepTopics bool) (*hub.Client, error
 		}
 	}
 	c.Start(h)
-}
-
-// seedSession speaks the seed protocol on one socket: the text
-// {"topics": [...]} replaces the client's topics, and a topics command the
-// server refuses (bad or forbidden topic names, too many) closes the socket
-// with 1008 and a reason. Every other text ("ping", but also an app's own
-// {"type":"hello"} or text that is not JSON) is ignored, as the tutorial's
-// server ignores it; those other than "ping" are counted and logged at
-// Debug.
-type seedSession struct{ session }
-
-// session is what both protocols' sessions hold: the API and the client
-// the socket is bound to.
-type session struct {
-	api    *API
-	client *hub.Client // nil when the attach failed
-}
-
-// HandleClose unbinds the socket from its client. (The WebSocket server
-// logs the close, with the user SetLogAttrs gave it.)
-func (s *session) HandleClose(c *ws.Conn) {
-	if s.client != nil {
-		s.api.hub.Detach(s.client, c)
-	}
-}
-
-func (s *seedSession) HandleText(c *ws.Conn, msg []byte) {
-	if s.client == nil {
-		return
-	}
-	if string(bytes.TrimSpace(msg)) == "ping" { // websocat sends "ping\n"
-		return
-	}
-	topics, err := decodeTopics(msg, s.api.hub.MaxTopics())
-	if nc := (*notTopicsCommand)(nil); errors.As(err, &nc) {
-		s.ignored(c, len(msg), nc)
-		return
-	}
-	if err == nil {
-		err = s.api.hub.SetTopics(s.client, c, topics)
-	}
-	if err != nil {
-		c.CloseWith(relay.ClosePolicy, trimSentinel(err))
-	}
-}
-
-// ignored counts a text that is no command and logs it at Debug (kind
-// "seed_ignored"): its size and why it is no command, never its content.
-func (s *seedSession) ignored(c *ws.Conn, size int, why error) {
-	s.api.stats.seedIgnored.Add(1)
-	lt, ctx := s.api.logs, context.Background()
-	if !lt.Allow(ctx, slog.LevelDebug, "seed_ignored") {
-		return
-	}
-	lt.Logger().LogAttrs(ctx, slog.LevelDebug, "seed text ignored: not a topics command", slog.Uint64("conn", c.ID()),
-		slog.Uint64("user_id", uint64(s.client.User)), slog.String("remote", c.RemoteAddr().String()),
-		slog.Int("bytes", size), slog.String("why", trimSentinel(why)))
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/relayhq/relay/internal/logthrottle"
 	"github.com/relayhq/relay/internal/memorybroker"
 	"github.com/relayhq/relay/internal/metrics"
+	"github.com/relayhq/relay/internal/protocol/relayv1"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
 )
@@ -114,8 +115,8 @@ func New(cfg Config, log *slog.Logger) *Server {
 	s.Engine.Bind(s.Hub)
 	var a *api.API
 	wsCfg := cfg.WS
-	wsCfg.Subprotocols = map[string]relay.Format{api.ProtocolV1: relay.FormatV1}
-	wsCfg.Encoders[relay.FormatV1] = api.EncodeV1
+	wsCfg.Subprotocols = map[string]relay.Format{relayv1.Subprotocol: relay.FormatV1}
+	wsCfg.Encoders[relay.FormatV1] = relayv1.Encode
 	if wsCfg.CheckOrigin == nil {
 		wsCfg.CheckOrigin = func(r *http.Request) bool { return a.CheckOrigin(r) }
 	}

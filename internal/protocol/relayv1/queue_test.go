@@ -1,4 +1,4 @@
-package api_test
+package relayv1_test
 
 import (
 	"context"
@@ -211,7 +211,7 @@ func TestV1DecodeErrorWaitsForEarlierCommands(t *testing.T) {
 func TestV1QueueLimit(t *testing.T) {
 	const (
 		sent  = 40
-		limit = 32 // api.maxQueuedCommands
+		limit = 32 // relayv1.maxQueuedCommands
 	)
 	e := newGatedEngine()
 	in := relaytest.Start(t, server.Config{Engine: e})

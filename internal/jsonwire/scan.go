@@ -1,4 +1,13 @@
-package api
+// Package jsonwire reads and writes the JSON on Relay's hot paths without
+// reflection: a one-pass scanner that walks an object's members and
+// validates the whole document as encoding/json would (the fuzz targets of
+// its callers hold it to encoding/json's answers), helpers that decode a
+// member into a string or refuse it with an error naming the field
+// (wrapping relay.ErrInvalid), and AppendString, which writes a JSON string
+// as encoding/json would. Publish bodies (package api) and socket commands
+// (the packages under internal/protocol) are decoded with it; relay.v1
+// frames and publish receipts are written with it.
+package jsonwire
 
 import (
 	"bytes"
@@ -8,12 +17,13 @@ import (
 	"unicode/utf8"
 )
 
-// members walks the members of the JSON object in b in one pass, calling
+// Members walks the members of the JSON object in b in one pass, calling
 // f with each key (unescaped) and raw value, and validates the whole
 // document as encoding/json would: publish bodies are decoded on the hot
 // path, and encoding/json needs two passes plus reflection. The fuzz
-// targets hold this scanner to encoding/json's answers.
-func members(b []byte, f func(key, val []byte)) error {
+// targets hold this scanner to encoding/json's answers. A valid document
+// that is not an object is refused with ErrNotObject.
+func Members(b []byte, f func(key, val []byte)) error {
 	s := scanner{b: b}
 	s.space()
 	if s.i >= len(b) {
@@ -23,9 +33,9 @@ func members(b []byte, f func(key, val []byte)) error {
 	if b[s.i] == '{' {
 		err = s.object(0, f)
 	} else if err = s.value(0); err == nil {
-		err = errNotObject
+		err = ErrNotObject
 	}
-	if err != nil && err != errNotObject {
+	if err != nil && err != ErrNotObject {
 		return err
 	}
 	if s.space(); s.i != len(b) {
@@ -34,7 +44,9 @@ func members(b []byte, f func(key, val []byte)) error {
 	return err
 }
 
-var errNotObject = errors.New("not an object")
+// ErrNotObject is Members' refusal of a valid JSON document that is not an
+// object.
+var ErrNotObject = errors.New("not an object")
 
 // maxDepth matches encoding/json's nesting limit.
 const maxDepth = 10000
@@ -312,11 +324,11 @@ func unquoteJSON(raw []byte) ([]byte, error) {
 	return []byte(v), err
 }
 
-// elements returns how many elements the JSON array in b has, or -1 when
-// b is not an array. b must be valid JSON (a value members returned), so
+// Elements returns how many elements the JSON array in b has, or -1 when
+// b is not an array. b must be valid JSON (a value Members returned), so
 // counting costs one pass and no allocation: a command can be refused for
 // naming too many topics before any of them is decoded.
-func elements(b []byte) int {
+func Elements(b []byte) int {
 	s := scanner{b: b}
 	s.space()
 	if s.peek() != '[' {

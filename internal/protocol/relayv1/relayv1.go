@@ -1,40 +1,71 @@
-package api
+// Package relayv1 speaks relay.v1 (docs/protocol.md), the protocol a socket
+// gets by asking for the subprotocol "relay.v1": JSON commands (subscribe
+// with recovery and presence, unsubscribe, ping, and the seed command), each
+// answered in the order it came, and JSON frames for messages, carrying
+// their topic, offset and epoch, and for presence events.
+package relayv1
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/jsonwire"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
 )
 
-// ProtocolV1 is the Sec-WebSocket-Protocol value of the relay.v1 protocol.
-const ProtocolV1 = "relay.v1"
+// Subprotocol is relay.v1's Sec-WebSocket-Protocol value.
+const Subprotocol = "relay.v1"
+
+// Protocol is what the relay.v1 sessions of one node share. Create it
+// with New.
+type Protocol struct {
+	hub     *hub.Hub
+	history relay.HistoryReader
+	log     *slog.Logger
+}
+
+// New returns relay.v1 over h, recovering subscribes from history and
+// logging the server's own errors to log (nil: discarded).
+func New(h *hub.Hub, history relay.HistoryReader, log *slog.Logger) *Protocol {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Protocol{hub: h, history: history, log: log}
+}
+
+// NewSession returns the session of a socket bound to client, which is
+// nil when binding it failed (the socket is being closed then, and the
+// session does nothing).
+func (p *Protocol) NewSession(client *hub.Client) *Session {
+	return &Session{p: p, client: client}
+}
 
 // maxPresenceUsers bounds the users listed in a subscribed frame.
 const maxPresenceUsers = 1000
 
-// EncodeV1 is relay.v1's frame for a message or presence event, built once
-// per publish and shared by every relay.v1 subscriber.
-func EncodeV1(m *relay.Message) []byte {
+// Encode is relay.v1's frame for a message or presence event, built once
+// per publish and shared by every relay.v1 subscriber (the WebSocket
+// server's encoder of relay.FormatV1).
+func Encode(m *relay.Message) []byte {
 	b := make([]byte, 0, 64+len(m.Topic)+len(m.Epoch)+len(m.Data)+len(m.Data)/8)
 	switch m.Kind {
 	case relay.KindReset:
 		// The node missed messages history no longer holds: an unsolicited
 		// subscribed frame, as after a failed recovery.
 		b = append(b, `{"type":"subscribed","topic":`...)
-		b = appendString(b, m.Topic)
+		b = jsonwire.AppendString(b, m.Topic)
 		b = append(b, `,"offset":`...)
 		b = strconv.AppendUint(b, m.Offset, 10)
 		b = append(b, `,"epoch":`...)
-		b = appendString(b, m.Epoch)
+		b = jsonwire.AppendString(b, m.Epoch)
 		b = append(b, `,"recovered":false`...)
 	case relay.KindJoin, relay.KindLeave:
 		b = append(b, `{"type":"`...)
@@ -44,70 +75,26 @@ func EncodeV1(m *relay.Message) []byte {
 			b = append(b, "leave"...)
 		}
 		b = append(b, `","topic":`...)
-		b = appendString(b, m.Topic)
+		b = jsonwire.AppendString(b, m.Topic)
 		b = append(b, `,"user_id":`...)
 		b = strconv.AppendUint(b, uint64(m.User), 10)
 	default:
 		b = append(b, `{"type":"message","topic":`...)
-		b = appendString(b, m.Topic)
+		b = jsonwire.AppendString(b, m.Topic)
 		if m.Offset > 0 { // messages to one user are outside the stream
 			b = append(b, `,"offset":`...)
 			b = strconv.AppendUint(b, m.Offset, 10)
 			b = append(b, `,"epoch":`...)
-			b = appendString(b, m.Epoch)
+			b = jsonwire.AppendString(b, m.Epoch)
 		}
 		b = append(b, `,"message":`...)
-		b = appendString(b, m.Data)
+		b = jsonwire.AppendString(b, m.Data)
 	}
 	return ws.EncodeText(append(b, '}'))
 }
 
-// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
-// as encoding/json does.
-func appendString[S ~string | ~[]byte](b []byte, s S) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-// v1Command is a relay.v1 command from a client.
-type v1Command struct {
+// command is a relay.v1 command from a client.
+type command struct {
 	Type     string                    `json:"type"`
 	ID       json.RawMessage           `json:"id,omitempty"`
 	Topics   []string                  `json:"topics"`
@@ -117,29 +104,40 @@ type v1Command struct {
 	refused error
 }
 
-// v1Session speaks relay.v1 on one socket. Commands are decoded on the
+// Session speaks relay.v1 on one socket. Commands are decoded on the
 // socket's reader; a subscribe, which may wait for the engine (its
 // subscription, history and presence), runs on a worker goroutine that
 // exists while commands are queued, so that the reader, for most sockets
 // an epoll loop shared with many others, never waits for the network.
 // Commands still run one at a time, in the order they came.
-type v1Session struct {
-	session
+type Session struct {
+	p      *Protocol
+	client *hub.Client // nil when the attach failed
 
 	mu      sync.Mutex
-	queue   []v1Command // waiting for the worker
-	working bool        // a worker runs; commands must queue behind it
+	queue   []command // waiting for the worker
+	working bool      // a worker runs; commands must queue behind it
 }
 
 // maxQueuedCommands bounds the commands one socket may have waiting for
 // the engine.
 const maxQueuedCommands = 32
 
-func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
+// HandleClose unbinds the socket from its client. (The WebSocket server
+// logs the close, with the user SetLogAttrs gave it.)
+func (s *Session) HandleClose(c *ws.Conn) {
+	if s.client != nil {
+		s.p.hub.Detach(s.client, c)
+	}
+}
+
+// HandleText decodes a command and runs it, or queues it behind the
+// subscribes before it; see Session.
+func (s *Session) HandleText(c *ws.Conn, msg []byte) {
 	if s.client == nil {
 		return
 	}
-	cmd, err := decodeV1Command(msg, s.api.hub.MaxTopics())
+	cmd, err := decodeCommand(msg, s.p.hub.MaxTopics())
 	if err != nil {
 		cmd.refused = err // answered in turn, after the commands before it
 	}
@@ -164,7 +162,7 @@ func (s *v1Session) HandleText(c *ws.Conn, msg []byte) {
 }
 
 // work runs the queued commands until none is left.
-func (s *v1Session) work(c *ws.Conn) {
+func (s *Session) work(c *ws.Conn) {
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
@@ -173,7 +171,7 @@ func (s *v1Session) work(c *ws.Conn) {
 			return
 		}
 		cmd := s.queue[0]
-		s.queue[0] = v1Command{}
+		s.queue[0] = command{}
 		s.queue = s.queue[1:]
 		s.mu.Unlock()
 		s.run(c, cmd)
@@ -181,13 +179,13 @@ func (s *v1Session) work(c *ws.Conn) {
 }
 
 // run executes one command and answers it.
-func (s *v1Session) run(c *ws.Conn, cmd v1Command) {
+func (s *Session) run(c *ws.Conn, cmd command) {
 	if err := cmd.refused; err != nil {
 		code := "bad_request"
 		if errors.Is(err, relay.ErrLimit) {
-			code = v1Code(err)
+			code = errorCode(err)
 		}
-		s.reply(c, errorFrame(cmd.ID, code, trimSentinel(err)))
+		s.reply(c, errorFrame(cmd.ID, code, relay.Detail(err)))
 		return
 	}
 	var err error
@@ -195,11 +193,11 @@ func (s *v1Session) run(c *ws.Conn, cmd v1Command) {
 	case "subscribe":
 		err = s.subscribe(c, cmd)
 	case "unsubscribe":
-		if err = s.api.hub.Unsubscribe(s.client, c, cmd.Topics); err == nil {
-			s.reply(c, v1Reply{Type: "unsubscribed", ID: cmd.ID, Topics: nonNil(cmd.Topics)})
+		if err = s.p.hub.Unsubscribe(s.client, c, cmd.Topics); err == nil {
+			s.reply(c, frame{Type: "unsubscribed", ID: cmd.ID, Topics: nonNil(cmd.Topics)})
 		}
 	case "ping":
-		s.reply(c, v1Reply{Type: "pong", ID: cmd.ID})
+		s.reply(c, frame{Type: "pong", ID: cmd.ID})
 	case "":
 		if cmd.Topics == nil {
 			err = fmt.Errorf(`command has no "type": use subscribe, unsubscribe or ping: %w`, relay.ErrInvalid)
@@ -210,18 +208,18 @@ func (s *v1Session) run(c *ws.Conn, cmd v1Command) {
 		err = fmt.Errorf("unknown command type %q: use subscribe, unsubscribe or ping: %w", cmd.Type, relay.ErrInvalid)
 	}
 	if err != nil {
-		s.reply(c, errorFrame(cmd.ID, v1Code(err), trimSentinel(err)))
+		s.reply(c, errorFrame(cmd.ID, errorCode(err), relay.Detail(err)))
 	}
 }
 
 // subscribe adds topics, recovering those in since, and answers each topic
 // with a subscribed frame before its replay. It runs on the session's
 // worker, since a networked engine answers over the network.
-func (s *v1Session) subscribe(c *ws.Conn, cmd v1Command) error {
+func (s *Session) subscribe(c *ws.Conn, cmd command) error {
 	if len(cmd.Topics) == 0 {
 		return fmt.Errorf(`subscribe needs "topics": a non-empty array of topic names: %w`, relay.ErrInvalid)
 	}
-	// decodeV1Command bounded topics and since; the since check uses a
+	// decodeCommand bounded topics and since; the since check uses a
 	// set, since both may hold -max-topics names.
 	if len(cmd.Since) > 0 {
 		if len(cmd.Since) > len(cmd.Topics) {
@@ -236,12 +234,12 @@ func (s *v1Session) subscribe(c *ws.Conn, cmd v1Command) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return s.api.hub.Subscribe(ctx, s.client, c, cmd.Topics, hub.SubscribeOptions{
+	return s.p.hub.Subscribe(ctx, s.client, c, cmd.Topics, hub.SubscribeOptions{
 		Presence: cmd.Presence,
 		Since:    cmd.Since,
-		History:  s.api.broker,
+		History:  s.p.history,
 		Ready: func(topic string, r hub.Subscribed) {
-			rep := v1Reply{Type: "subscribed", ID: cmd.ID, Topic: topic, Offset: &r.Position.Offset, Epoch: &r.Position.Epoch, Recovered: &r.Recovered}
+			rep := frame{Type: "subscribed", ID: cmd.ID, Topic: topic, Offset: &r.Position.Offset, Epoch: &r.Position.Epoch, Recovered: &r.Recovered}
 			if cmd.Presence {
 				users := r.Users
 				if users == nil {
@@ -259,7 +257,7 @@ func (s *v1Session) subscribe(c *ws.Conn, cmd v1Command) error {
 
 // replace is the seed command {"topics": [...]} in relay.v1: the set is
 // replaced, and every topic in it is answered with a subscribed frame.
-func (s *v1Session) replace(c *ws.Conn, cmd v1Command) error {
+func (s *Session) replace(c *ws.Conn, cmd command) error {
 	keep := newStringSet(cmd.Topics)
 	var drop []string
 	for _, t := range s.client.Topics() {
@@ -267,7 +265,7 @@ func (s *v1Session) replace(c *ws.Conn, cmd v1Command) error {
 			drop = append(drop, t)
 		}
 	}
-	if err := s.api.hub.Unsubscribe(s.client, c, drop); err != nil {
+	if err := s.p.hub.Unsubscribe(s.client, c, drop); err != nil {
 		return err
 	}
 	if len(cmd.Topics) == 0 {
@@ -277,17 +275,17 @@ func (s *v1Session) replace(c *ws.Conn, cmd v1Command) error {
 	return s.subscribe(c, cmd)
 }
 
-func (s *v1Session) reply(c *ws.Conn, v any) {
+func (s *Session) reply(c *ws.Conn, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		s.api.log.Error("encoding a relay.v1 reply", "err", err)
+		s.p.log.Error("encoding a relay.v1 reply", "err", err)
 		return
 	}
 	c.SendText(b)
 }
 
-// v1Reply is every server frame except messages and presence events.
-type v1Reply struct {
+// frame is every server frame except messages and presence events.
+type frame struct {
 	Type           string          `json:"type"`
 	ID             json.RawMessage `json:"id,omitempty"`
 	Topic          string          `json:"topic,omitempty"`
@@ -301,8 +299,8 @@ type v1Reply struct {
 	Message        string          `json:"message,omitempty"`
 }
 
-func errorFrame(id json.RawMessage, code, msg string) v1Reply {
-	return v1Reply{Type: "error", ID: id, Code: code, Message: msg}
+func errorFrame(id json.RawMessage, code, msg string) frame {
+	return frame{Type: "error", ID: id, Code: code, Message: msg}
 }
 
 func nonNil(s []string) []string {
