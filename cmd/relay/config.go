@@ -75,6 +75,7 @@ type serveConfig struct {
 	Broker           string
 	NodeID           string
 	PrintConfig      bool
+	Pusher           pusherSettings
 
 	ConfigFile string
 	// sources says where each setting's value came from, by flag name:
@@ -94,7 +95,7 @@ type option struct {
 }
 
 func options(c *serveConfig) []option {
-	return []option{
+	return append([]option{
 		{"addr", "RELAY_ADDR", "127.0.0.1:8000", "listen address (host:port)", (*strValue)(&c.Addr), false},
 		{"broker", "RELAY_BROKER", "memory", "engine holding streams, registrations and presence: memory (one node, nothing to run), redis://[user:pass@]host:port/db (or rediss://) or nats://host:port to run several nodes on one Redis or NATS JetStream", (*strValue)(&c.Broker), false},
 		{"node-id", "RELAY_NODE_ID", "", "this node's name among the nodes sharing a broker, shown in logs, metrics and /readyz; empty: random per start", (*strValue)(&c.NodeID), false},
@@ -140,7 +141,7 @@ func options(c *serveConfig) []option {
 		{"message-rate", "RELAY_MESSAGE_RATE", "50", "frames per second one client may send, each fragment, ping and pong counted (bursts of twice that; closed with 4004 past it); 0: no limit", (*floatValue)(&c.MessageRate), false},
 		{"tls-cert", "RELAY_TLS_CERT", "", "certificate file (PEM) to serve HTTPS and wss:// with", (*strValue)(&c.TLSCert), false},
 		{"tls-key", "RELAY_TLS_KEY", "", "private key file (PEM) for -tls-cert", (*strValue)(&c.TLSKey), false},
-	}
+	}, pusherOptions(&c.Pusher)...)
 }
 
 // parseServe reads the settings of `relay serve`; out gets the usage on
@@ -378,6 +379,9 @@ func (c *serveConfig) validate() []error {
 	if _, err := parsePrefixes(c.RateExempt); err != nil {
 		bad("-rate-exempt / RELAY_RATE_EXEMPT: %v", err)
 	}
+	if _, err := c.Pusher.apps(); err != nil {
+		bad("%v", err)
+	}
 	if c.SendQueue > 0 && c.SendQueue < c.MaxMessage+14 {
 		bad("-send-queue / RELAY_SEND_QUEUE (%s) must hold at least one frame of -max-message / RELAY_MAX_MESSAGE (%s)", c.SendQueue, c.MaxMessage)
 	}
@@ -534,6 +538,8 @@ func (c *serveConfig) serverConfig() server.Config {
 	sc.TLSCert, sc.TLSKey = c.TLSCert, c.TLSKey
 	sc.AdminAddr = c.AdminAddr
 	sc.ShutdownTimeout = c.ShutdownTimeout
+	sc.Pusher, _ = c.Pusher.apps() // validated
+	sc.PusherPathPrefix = c.Pusher.PathPrefix
 	sc.NodeID = c.NodeID
 	if sc.NodeID == "" {
 		sc.NodeID = redisbroker.NewNodeID()

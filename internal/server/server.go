@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -22,6 +23,7 @@ import (
 	"github.com/relayhq/relay/internal/logthrottle"
 	"github.com/relayhq/relay/internal/memorybroker"
 	"github.com/relayhq/relay/internal/metrics"
+	"github.com/relayhq/relay/internal/protocol/pusher"
 	"github.com/relayhq/relay/internal/protocol/relayv1"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
@@ -56,6 +58,11 @@ type Config struct {
 	ReadTimeout       time.Duration // default 30s
 	WriteTimeout      time.Duration // default 30s; upgraded sockets clear it
 	IdleTimeout       time.Duration // default 120s
+	// Pusher, when it holds apps, serves the Pusher Channels protocol
+	// (sockets at /app/{key}, the HTTP API at /apps/{id}/...) beside
+	// Relay's own, under PusherPathPrefix.
+	Pusher           *pusher.Apps
+	PusherPathPrefix string
 	// Conns caps the main listener's connections, in total and per client
 	// address, so that slow or idle connections cannot exhaust file
 	// descriptors and starve health checks, publishes and WebSockets; see
@@ -74,7 +81,9 @@ type Server struct {
 	Engine  relay.Engine
 	Broker  *memorybroker.Broker // the memory engine, nil with another
 	metrics http.Handler
-	conns   connlimit.Stats // the main listener's connections; see ConnStats
+	// pusherHTTP serves the Pusher routes when there are apps.
+	pusherHTTP http.Handler
+	conns      connlimit.Stats // the main listener's connections; see ConnStats
 	// logs budgets the lines clients can cause (refusals, closes) for
 	// every component, under one global cap.
 	logs *logthrottle.Throttle
@@ -82,6 +91,8 @@ type Server struct {
 	// Dashboard is served at /dashboard/ on the admin listener, and on the
 	// main listener behind a login when API keys are configured.
 	Dashboard *dashboard.Dashboard
+	// Pusher is the Pusher protocol, nil when no app is configured.
+	Pusher *pusher.Protocol
 }
 
 // New assembles a node; it starts nothing.
@@ -117,8 +128,16 @@ func New(cfg Config, log *slog.Logger) *Server {
 	wsCfg := cfg.WS
 	wsCfg.Subprotocols = map[string]relay.Format{relayv1.Subprotocol: relay.FormatV1}
 	wsCfg.Encoders[relay.FormatV1] = relayv1.Encode
+	wsCfg.Encoders[relay.FormatPusher] = pusher.Encode
 	if wsCfg.CheckOrigin == nil {
 		wsCfg.CheckOrigin = func(r *http.Request) bool { return a.CheckOrigin(r) }
+	}
+	if cfg.Pusher.Len() > 0 {
+		// A Pusher socket from a refused origin is upgraded and closed
+		// with 4009 by the protocol: a 403 would make pusher-js retry
+		// forever.
+		check := wsCfg.CheckOrigin
+		wsCfg.CheckOrigin = func(r *http.Request) bool { return s.isPusher(r) || check(r) }
 	}
 	wsCfg.Error = func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 		a.UpgradeError(w, r, status, reason)
@@ -138,6 +157,11 @@ func New(cfg Config, log *slog.Logger) *Server {
 	a = api.New(apiCfg, s.Hub, s.Engine, s.WS, log.With("component", "api"))
 	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns, Engine: s.Engine, NodeID: cfg.NodeID})
 	s.API = a
+	if cfg.Pusher.Len() > 0 {
+		s.Pusher = pusher.New(pusher.Config{Apps: cfg.Pusher, Hub: s.Hub, Broker: s.Engine, WS: s.WS,
+			CheckOrigin: a.CheckOrigin, PathPrefix: cfg.PusherPathPrefix, Log: s.logs})
+		s.pusherHTTP = s.Pusher.Handler()
+	}
 	s.Dashboard = dashboard.New(dashboard.Config{Hub: s.Hub, WS: s.WS, API: a, Conns: &s.conns, Engine: s.Engine,
 		NodeID: cfg.NodeID, Auth: cfg.API.Auth, Log: log.With("component", "dashboard")})
 	return s
@@ -167,7 +191,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	limiter := connlimit.New(connCfg, &s.conns, s.log)
 	ln = limiter.Listener(ln)
 	srv := &http.Server{
-		Handler:           dashboard.Mount(s.API, s.Dashboard.Public(), s.Dashboard.Landing()),
+		Handler:           s.withPusher(dashboard.Mount(s.API, s.Dashboard.Public(), s.Dashboard.Landing())),
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.WriteTimeout,
@@ -267,4 +291,30 @@ func (s *Server) admin(ctx context.Context) (func() error, error) {
 		}
 		return nil
 	}, nil
+}
+
+// isPusher reports whether r is for the Pusher protocol: its sockets and
+// HTTP API, which authenticate with an app's key and secret, not with
+// Relay's API keys, and answer errors as Pusher does.
+func (s *Server) isPusher(r *http.Request) bool {
+	if s.pusherHTTP == nil {
+		return false
+	}
+	p, ok := strings.CutPrefix(r.URL.Path, s.cfg.PusherPathPrefix)
+	return ok && (strings.HasPrefix(p, "/app/") || strings.HasPrefix(p, "/apps/"))
+}
+
+// withPusher sends the Pusher routes to the Pusher protocol, the rest to
+// next.
+func (s *Server) withPusher(next http.Handler) http.Handler {
+	if s.pusherHTTP == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.isPusher(r) {
+			s.pusherHTTP.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -12,9 +12,18 @@
 //   - names.go: channel names and kinds (ParseChannel, Kind), event names,
 //     socket ids, and the user ids carried in channel_data and user_data.
 //
-// The package will also hold the Pusher socket session (the pusher:*
-// events on /app/{key}) and the HTTP API (/apps/{id}/...), built on top of
-// these pieces.
+// Over them sit the protocol itself:
+//
+//   - app.go: the apps (credentials and per-app options), from flags or an
+//     apps file.
+//   - event.go: a channel is the Relay topic *pusher/{app}/{channel}; an
+//     event is stored as the frame pusher-js receives, after the socket id
+//     it leaves out, so fan-out encodes nothing per recipient.
+//   - protocol.go and session.go: the socket endpoint /app/{key} and one
+//     Session per socket (subscriptions, presence, client events, sign-in).
+//   - httpapi.go: the HTTP API at /apps/{app_id}/....
+//
+// docs/pusher.md has the design and what is supported.
 //
 // Errors returned here are *Error values: errors.Is tells the kind (the Err*
 // variables), Error() is the text Pusher itself shows for that case where

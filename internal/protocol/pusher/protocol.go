@@ -1,0 +1,235 @@
+package pusher
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/logthrottle"
+	"github.com/relayhq/relay/internal/relay"
+	"github.com/relayhq/relay/internal/ws"
+)
+
+// Config is what the Pusher protocol of one node needs.
+type Config struct {
+	Apps   *Apps
+	Hub    *hub.Hub
+	Broker relay.Broker
+	WS     *ws.Server
+	// CheckOrigin decides whether a browser's Origin may connect; a
+	// refused socket is upgraded and closed with 4009, which pusher-js
+	// takes as "do not reconnect" (a 403 would make it retry forever).
+	// nil accepts any origin.
+	CheckOrigin func(r *http.Request) bool
+	// PathPrefix is stripped from request paths before they are routed
+	// and before HTTP API signatures are checked, for a proxy that serves
+	// Relay under a prefix (e.g. /pusher). Empty: none.
+	PathPrefix string
+	// Log receives the protocol's own log lines within their budgets.
+	Log *logthrottle.Throttle
+	// Now is the clock of signature checks; nil is time.Now.
+	Now func() time.Time
+}
+
+// Protocol is what the Pusher sessions and HTTP API of one node share.
+type Protocol struct {
+	cfg     Config
+	profile ws.Profile
+	// socketPrefix is N of the socket ids N.M this process hands out: 12
+	// random digits, so ids are unique across nodes and restarts.
+	socketPrefix string
+	stats        Stats
+}
+
+// Stats are the Pusher protocol's counters.
+type Stats struct {
+	Connections  atomic.Int64  // open Pusher sockets
+	ClientEvents atomic.Uint64 // client events accepted
+	Triggers     atomic.Uint64 // events accepted by the HTTP API
+}
+
+// New returns the Pusher protocol.
+func New(cfg Config) *Protocol {
+	if cfg.Log == nil {
+		cfg.Log = logthrottle.New(nil, logthrottle.Config{})
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	n, err := rand.Int(rand.Reader, big.NewInt(9e11))
+	if err != nil {
+		panic(err)
+	}
+	p := &Protocol{cfg: cfg, socketPrefix: strconv.FormatInt(n.Int64()+1e11, 10)}
+	p.profile = ws.Profile{
+		Format: relay.FormatPusher,
+		Ping:   ws.EncodeText([]byte(`{"event":"pusher:ping","data":"{}"}`)),
+		// Relay's own 4000–4004 never reach a Pusher socket: pusher-js
+		// reads 4000 as "use TLS" and 4001–4099 as "do not reconnect".
+		// 4100–4199 make it reconnect after a back-off, 4200–4299 at once.
+		CloseCodes: map[relay.CloseReason]ws.CloseCode{
+			relay.CloseShutdown:     {Code: 4200, Text: "Server shutting down; reconnect"},
+			relay.CloseUnregistered: {Code: 4200, Text: "Connection reset; reconnect"},
+			relay.CloseReplaced:     {Code: 4200, Text: "Connection reset; reconnect"},
+			relay.CloseSlowConsumer: {Code: 4100, Text: "Over capacity: the connection did not keep up"},
+			relay.CloseIdle:         {Code: 4201, Text: "Pong reply not received"},
+			relay.CloseRateLimited:  {Code: 4100, Text: "Over capacity: too many messages"},
+		},
+	}
+	return p
+}
+
+// Stats returns the protocol's counters.
+func (p *Protocol) Stats() *Stats { return &p.stats }
+
+// Apps returns the apps served.
+func (p *Protocol) Apps() *Apps { return p.cfg.Apps }
+
+// Encode is the Pusher frame of a message or presence event, built once
+// per message for every Pusher subscriber (the WebSocket server's encoder
+// of relay.FormatPusher). Messages that are no Pusher event have none.
+func Encode(m *relay.Message) []byte {
+	switch m.Kind {
+	case relay.KindPublish:
+		if _, frame, ok := SplitMessage(m.Data); ok {
+			return ws.EncodeText(frame)
+		}
+	case relay.KindJoin, relay.KindLeave:
+		_, channel, ok := SplitTopic(m.Topic)
+		if !ok || len(m.Data) == 0 {
+			return nil
+		}
+		e := Event{Event: "pusher_internal:member_added", Channel: channel, Data: jsonString(m.Data)}
+		if m.Kind == relay.KindLeave {
+			var mem struct {
+				UserID string `json:"user_id"`
+			}
+			if json.Unmarshal(m.Data, &mem) != nil {
+				return nil
+			}
+			e.Event, e.Data = "pusher_internal:member_removed", jsonString(mustJSON(mem))
+		}
+		return ws.EncodeText(e.Frame())
+	}
+	return nil
+}
+
+// memberKey is the roster's key of a presence member: the first 64 bits of
+// SHA-256 of its user id (two ids of one channel collide with a chance of
+// about 2^-64).
+func memberKey(userID string) relay.UserID {
+	sum := sha256.Sum256([]byte(userID))
+	return relay.UserID(binary.BigEndian.Uint64(sum[:8]))
+}
+
+// memberInfo is what a presence member joins with, and what
+// pusher_internal:member_added carries: {"user_id":…,"user_info":…}.
+func memberInfo(m Member) []byte {
+	type info struct {
+		UserID   string          `json:"user_id"`
+		UserInfo json.RawMessage `json:"user_info,omitempty"`
+	}
+	return mustJSON(info(m))
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// jsonString returns s as a JSON string: pusher-js expects the data of
+// pusher_internal events as a string holding JSON.
+func jsonString(s []byte) json.RawMessage { return mustJSON(string(s)) }
+
+// ServeWS upgrades GET /app/{key}: a Pusher socket. Everything wrong after
+// the handshake is answered in the protocol (pusher:error and a close
+// code pusher-js understands), not with an HTTP status that would only
+// make it retry.
+func (p *Protocol) ServeWS(w http.ResponseWriter, r *http.Request) {
+	if err := p.cfg.Broker.Ready(); err != nil {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, `{"error":"the engine is unreachable; retry later"}`, http.StatusServiceUnavailable)
+		return
+	}
+	c, err := p.cfg.WS.UpgradeAs(w, r, &p.profile)
+	if err != nil {
+		return // answered by the upgrader
+	}
+	key := r.PathValue("key")
+	app, ok := p.cfg.Apps.ByKey(key)
+	code, msg := uint16(0), ""
+	switch v := r.URL.Query().Get("protocol"); {
+	case !ok:
+		code, msg = 4001, "App key "+key+" not in this cluster. Did you forget to specify the cluster?"
+	case p.cfg.CheckOrigin != nil && !p.cfg.CheckOrigin(r):
+		code, msg = 4009, "Origin "+r.Header.Get("Origin")+" is not allowed to connect to this app"
+	case v == "":
+		code, msg = 4008, "No protocol version supplied"
+	case v != "5" && v != "6" && v != "7":
+		code, msg = 4007, "Unsupported protocol version "+v+"; this server speaks 7"
+	}
+	if code != 0 {
+		c.SendText(errorFrame(code, msg))
+		c.CloseCode(code, msg)
+		c.Start(closing{})
+		return
+	}
+	s := p.newSession(app, c)
+	c.SetLogAttrs(slog.String("protocol", "pusher"), slog.String("app", app.ID), slog.String("socket_id", s.socketID))
+	data := mustJSON(struct {
+		SocketID        string `json:"socket_id"`
+		ActivityTimeout int    `json:"activity_timeout"`
+	}{s.socketID, max(1, int(app.ActivityTimeout/time.Second))})
+	c.SendText(Event{Event: "pusher:connection_established", Data: jsonString(data)}.Frame())
+	p.stats.Connections.Add(1)
+	c.Start(s)
+}
+
+// closing is the handler of a socket refused after its handshake.
+type closing struct{}
+
+func (closing) HandleText(*ws.Conn, []byte) {}
+func (closing) HandleClose(*ws.Conn)        {}
+
+// errorFrame is pusher:error with a code (0: null) and a message.
+func errorFrame(code uint16, msg string) []byte {
+	type data struct {
+		Code    *uint16 `json:"code"`
+		Message string  `json:"message"`
+	}
+	d := data{Message: msg}
+	if code != 0 {
+		d.Code = &code
+	}
+	return Event{Event: "pusher:error", Data: mustJSON(d)}.Frame()
+}
+
+// subscriptionError is pusher:subscription_error on channel.
+func subscriptionError(channel, kind, msg string, status int) []byte {
+	return Event{Event: "pusher:subscription_error", Channel: channel, Data: mustJSON(struct {
+		Type   string `json:"type"`
+		Error  string `json:"error"`
+		Status int    `json:"status"`
+	}{kind, msg, status})}.Frame()
+}
+
+// publish hands an event to the engine.
+func (p *Protocol) publish(ctx context.Context, app *App, e Event, exclude string) (relay.Receipt, error) {
+	return p.cfg.Broker.Publish(ctx, &relay.Message{Topic: Topic(app.ID, e.Channel), Data: e.Encode(exclude)}, relay.PublishOptions{})
+}
+
+// errUnavailable is what sockets are told when the engine fails.
+var errUnavailable = errors.New("the server could not reach its engine; retry")
