@@ -64,6 +64,11 @@ type Config struct {
 	// instead of announcing them itself. Nil: the hub's own index is the
 	// roster.
 	Roster relay.Roster
+	// Transitions, when set and there is no Roster, is told of each user
+	// joining or leaving a topic (the hub is the roster then); it is
+	// called under a shard lock and must not block. With a Roster, ask
+	// it (relay.TransitionReporter).
+	Transitions func(relay.Transition)
 }
 
 // Defaults for the zero Config.

@@ -202,6 +202,9 @@ func (h *Hub) join(name string, m member, info []byte) (present []relay.Present,
 	default:
 		if joined {
 			t.announce(relay.KindJoin, name, m.user, info)
+			if h.cfg.Transitions != nil {
+				h.cfg.Transitions(relay.Transition{Topic: name, User: m.user, Info: info, Joined: true})
+			}
 		}
 	}
 	return present, true
@@ -242,6 +245,9 @@ func (h *Hub) leave(name string, sub relay.Subscriber) {
 		h.cfg.Roster.Change(name, m.user, -1)
 	case left:
 		t.announce(relay.KindLeave, name, m.user, info)
+		if h.cfg.Transitions != nil {
+			h.cfg.Transitions(relay.Transition{Topic: name, User: m.user, Info: info})
+		}
 	}
 	if len(t.list) == 0 {
 		delete(sh.topics, name)

@@ -195,6 +195,26 @@ type TopicLister interface {
 	Topics(ctx context.Context, prefix string) ([]string, error)
 }
 
+// Transition is a change of a topic's presence as the whole cluster sees
+// it: a user's first connection anywhere joined (Joined), or its last left.
+// Info is what the user joined with (InfoRoster).
+type Transition struct {
+	Topic  string
+	User   UserID
+	Info   []byte
+	Joined bool // false: left
+}
+
+// TransitionReporter is a Roster that reports each Transition once across
+// the cluster: on the node whose change made it, or whose clean-up of a
+// dead node did. Webhooks are sent from there, so each is sent once.
+type TransitionReporter interface {
+	// ReportTransitions sets the function called with each transition
+	// this node makes; it must not block (the roster may call it while
+	// holding its locks). Call it before the engine runs.
+	ReportTransitions(f func(Transition))
+}
+
 // EngineStats are a networked engine's counters, for metrics.
 type EngineStats struct {
 	Reconnects uint64 // pub/sub connections replaced (failed or silent)

@@ -63,6 +63,8 @@ type Config struct {
 	// Relay's own, under PusherPathPrefix.
 	Pusher           *pusher.Apps
 	PusherPathPrefix string
+	// PusherVacateDelay: see pusher.Config.VacateDelay (tests shorten it).
+	PusherVacateDelay time.Duration
 	// Conns caps the main listener's connections, in total and per client
 	// address, so that slow or idle connections cannot exhaust file
 	// descriptors and starve health checks, publishes and WebSockets; see
@@ -120,6 +122,18 @@ func New(cfg Config, log *slog.Logger) *Server {
 	hubCfg.Interest = s.Engine
 	hubCfg.Registry = s.Engine.Registry()
 	hubCfg.Roster = s.Engine.Roster()
+	// Presence transitions feed the Pusher webhooks: from the hub on the
+	// memory engine, from the roster (once across the cluster) otherwise.
+	transitions := func(t relay.Transition) {
+		if s.Pusher != nil {
+			s.Pusher.Transition(t)
+		}
+	}
+	if r, ok := hubCfg.Roster.(relay.TransitionReporter); ok {
+		r.ReportTransitions(transitions)
+	} else if hubCfg.Roster == nil {
+		hubCfg.Transitions = transitions
+	}
 	s.Hub = hub.New(hubCfg, log.With("component", "hub"))
 	// The engine delivers to the hub; a topic with local subscribers keeps
 	// its stream or fresh epoch, since they were told its epoch.
@@ -158,8 +172,8 @@ func New(cfg Config, log *slog.Logger) *Server {
 	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns, Engine: s.Engine, NodeID: cfg.NodeID})
 	s.API = a
 	if cfg.Pusher.Len() > 0 {
-		s.Pusher = pusher.New(pusher.Config{Apps: cfg.Pusher, Hub: s.Hub, Broker: s.Engine, WS: s.WS,
-			CheckOrigin: a.CheckOrigin, PathPrefix: cfg.PusherPathPrefix, Log: s.logs})
+		s.Pusher = pusher.New(pusher.Config{Apps: cfg.Pusher, Hub: s.Hub, Broker: s.Engine, Roster: hubCfg.Roster, WS: s.WS,
+			CheckOrigin: a.CheckOrigin, PathPrefix: cfg.PusherPathPrefix, Log: s.logs, VacateDelay: cfg.PusherVacateDelay})
 		s.pusherHTTP = s.Pusher.Handler()
 	}
 	s.Dashboard = dashboard.New(dashboard.Config{Hub: s.Hub, WS: s.WS, API: a, Conns: &s.conns, Engine: s.Engine,
@@ -221,6 +235,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { return s.API.Run(ctx) })
+	if s.Pusher != nil {
+		g.Go(func() error { return s.Pusher.Run(ctx) })
+	}
 	g.Go(func() error { return s.logs.Run(ctx) })
 	defer s.logs.Flush() // what was suppressed during the shutdown
 	g.Go(func() error { return s.Dashboard.Run(ctx) })

@@ -25,6 +25,10 @@ type Config struct {
 	Apps   *Apps
 	Hub    *hub.Hub
 	Broker relay.Broker
+	// Roster is the engine's cluster-wide presence, nil on the memory
+	// engine (the hub is the roster there): it counts channels' occupancy
+	// for webhooks.
+	Roster relay.Roster
 	WS     *ws.Server
 	// CheckOrigin decides whether a browser's Origin may connect; a
 	// refused socket is upgraded and closed with 4009, which pusher-js
@@ -39,6 +43,9 @@ type Config struct {
 	Log *logthrottle.Throttle
 	// Now is the clock of signature checks; nil is time.Now.
 	Now func() time.Time
+	// VacateDelay is how late a channel's occupancy count drops when a
+	// subscription goes (default DefaultVacateDelay): see occupancy.
+	VacateDelay time.Duration
 }
 
 // Protocol is what the Pusher sessions and HTTP API of one node share.
@@ -49,6 +56,8 @@ type Protocol struct {
 	// random digits, so ids are unique across nodes and restarts.
 	socketPrefix string
 	stats        Stats
+	hooks        map[string]*webhooks // by app id, for the apps with a webhook_url
+	occ          occupancy
 }
 
 // Stats are the Pusher protocol's counters.
@@ -66,11 +75,20 @@ func New(cfg Config) *Protocol {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.VacateDelay <= 0 {
+		cfg.VacateDelay = DefaultVacateDelay
+	}
 	n, err := rand.Int(rand.Reader, big.NewInt(9e11))
 	if err != nil {
 		panic(err)
 	}
-	p := &Protocol{cfg: cfg, socketPrefix: strconv.FormatInt(n.Int64()+1e11, 10)}
+	p := &Protocol{cfg: cfg, socketPrefix: strconv.FormatInt(n.Int64()+1e11, 10), hooks: map[string]*webhooks{}}
+	p.occ = occupancy{p: p, roster: cfg.Roster, counts: map[string]int{}}
+	for _, a := range cfg.Apps.All() {
+		if a.WebhookURL != "" {
+			p.hooks[a.ID] = newWebhooks(a, p.warn)
+		}
+	}
 	p.profile = ws.Profile{
 		Format: relay.FormatPusher,
 		Ping:   ws.EncodeText([]byte(`{"event":"pusher:ping","data":"{}"}`)),
@@ -87,6 +105,13 @@ func New(cfg Config) *Protocol {
 		},
 	}
 	return p
+}
+
+// warn logs a line at Warn within the log budget of its message.
+func (p *Protocol) warn(msg string, attrs ...slog.Attr) {
+	if lt, ctx := p.cfg.Log, context.Background(); lt.Allow(ctx, slog.LevelWarn, "pusher:"+msg) {
+		lt.Logger().LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
+	}
 }
 
 // Stats returns the protocol's counters.

@@ -125,6 +125,12 @@ func (s *Session) Close(reason relay.CloseReason) { s.conn.Close(reason) }
 // HandleClose leaves every channel.
 func (s *Session) HandleClose(c *ws.Conn) {
 	s.p.cfg.Hub.Detach(s.client, s)
+	s.mu.Lock()
+	for name := range s.channels {
+		s.p.occ.change(s.app, name, -1)
+	}
+	s.channels = nil
+	s.mu.Unlock()
 	s.p.stats.Connections.Add(-1)
 }
 
@@ -310,11 +316,15 @@ func (s *Session) subscribe(name, auth, channelData string) {
 		s.mu.Unlock()
 		sub = prev
 	}
+	if prev == nil {
+		s.p.occ.change(s.app, name, +1)
+	}
 	if err := s.p.cfg.Hub.Subscribe(ctx, s.client, s, []string{topic}, opts); err != nil {
 		if prev == nil {
 			s.mu.Lock()
 			delete(s.channels, name)
 			s.mu.Unlock()
+			s.p.occ.change(s.app, name, -1)
 		}
 		kind, status := "ServerError", 503
 		switch {
@@ -407,6 +417,7 @@ func (s *Session) sendCached(ctx context.Context, name, topic string, at relay.P
 		}
 	}
 	s.send(Event{Event: "pusher:cache_miss", Channel: name}.Frame())
+	s.p.webhook(s.app, webhookEvent{Name: "cache_miss", Channel: name})
 }
 
 // unsubscribe carries out pusher:unsubscribe; a channel the socket is not
@@ -418,6 +429,7 @@ func (s *Session) unsubscribe(name string) {
 	s.mu.Unlock()
 	if ok {
 		s.p.cfg.Hub.Unsubscribe(s.client, s, []string{Topic(s.app.ID, name)})
+		s.p.occ.change(s.app, name, -1)
 	}
 }
 
@@ -507,6 +519,11 @@ func (s *Session) clientEvent(cmd command) {
 		return
 	}
 	s.p.stats.ClientEvents.Add(1)
+	data := e.Data
+	if data[0] != '"' {
+		data = jsonString(data) // webhooks carry the data as a string
+	}
+	s.p.webhook(s.app, webhookEvent{Name: "client_event", Channel: e.Channel, Event: e.Event, Data: data, SocketID: s.socketID, UserID: e.UserID})
 }
 
 // tokenBucket allows rate events a second, in bursts of as many.
