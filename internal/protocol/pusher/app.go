@@ -26,6 +26,11 @@ type App struct {
 	SubscriptionCount bool
 	// WebhookURL receives the app's webhooks; empty: none.
 	WebhookURL string
+	// Bridge lets seed and relay.v1 clients read the app's public
+	// channels: each event on a public channel C is also published to the
+	// Relay topic pusher/{app id}/C, as the frame pusher-js would get.
+	// Private, presence, encrypted and user channels are never bridged.
+	Bridge bool
 	// ActivityTimeout is what connection_established tells clients: how
 	// long a client waits without hearing from the server before it pings.
 	ActivityTimeout time.Duration
@@ -190,6 +195,7 @@ type appEntry struct {
 	ClientEvents       bool    `yaml:"client_events"`
 	SubscriptionCount  bool    `yaml:"subscription_count"`
 	WebhookURL         string  `yaml:"webhook_url"`
+	Bridge             bool    `yaml:"bridge"`
 	ActivityTimeout    seconds `yaml:"activity_timeout"`
 	MaxPresenceMembers int     `yaml:"max_presence_members"`
 	MaxMemberInfo      size    `yaml:"max_member_info"`
@@ -248,7 +254,7 @@ func ParseApps(data []byte) ([]App, error) {
 	dec.KnownFields(true)
 	var f appFile
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%s (keys: id, key, secret, client_events, subscription_count, webhook_url, activity_timeout, max_presence_members, max_member_info, max_event_data, max_channels_per_trigger, max_batch_events, client_event_rate under apps:)", strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, fmt.Errorf("%s (keys: id, key, secret, client_events, subscription_count, webhook_url, bridge, activity_timeout, max_presence_members, max_member_info, max_event_data, max_channels_per_trigger, max_batch_events, client_event_rate under apps:)", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	if len(f.Apps) == 0 {
 		return nil, errors.New("no apps: the file must have a list under apps:, each with id, key and secret")
@@ -260,6 +266,7 @@ func ParseApps(data []byte) ([]App, error) {
 			ClientEvents:       e.ClientEvents,
 			SubscriptionCount:  e.SubscriptionCount,
 			WebhookURL:         e.WebhookURL,
+			Bridge:             e.Bridge,
 			ActivityTimeout:    time.Duration(e.ActivityTimeout),
 			MaxPresenceMembers: e.MaxPresenceMembers,
 			MaxMemberInfo:      int(e.MaxMemberInfo),

@@ -156,13 +156,21 @@ func (t *trigger) check(app *App, batch bool) (status int, problem string) {
 	}
 	for a := range strings.SplitSeq(t.Info, ",") {
 		switch a {
-		case "", "subscription_count", "user_count":
+		case "", "user_count":
+		case "subscription_count":
+			if !app.SubscriptionCount {
+				return 400, errSubscriptionCount
+			}
 		default:
 			return 400, fmt.Sprintf("Invalid info attribute %q: use subscription_count, user_count", a)
 		}
 	}
 	return 0, ""
 }
+
+// errSubscriptionCount refuses the subscription_count attribute of an app
+// without it, as Pusher does.
+const errSubscriptionCount = "The subscription_count attribute is not enabled for this app (subscription_count: true in its options)"
 
 // publishAll publishes t on each of its channels.
 func (p *Protocol) publishAll(ctx context.Context, app *App, t trigger) error {
@@ -381,6 +389,9 @@ func (p *Protocol) channel(w http.ResponseWriter, r *http.Request, app *App, _ [
 	attrs := q.Get("info")
 	for a := range strings.SplitSeq(attrs, ",") {
 		switch {
+		case a == "subscription_count" && !app.SubscriptionCount:
+			apiError(w, http.StatusBadRequest, "%s", errSubscriptionCount)
+			return
 		case a == "" || a == "subscription_count" || a == "cache":
 		case a == "user_count" && ch.Kind.IsPresence():
 		case a == "user_count":
@@ -529,7 +540,7 @@ func (p *Protocol) history(w http.ResponseWriter, r *http.Request, app *App, _ [
 	for _, m := range page.Messages {
 		_, frame, ok := SplitMessage(m.Data)
 		var e Event
-		if !ok || json.Unmarshal(frame, &e) != nil {
+		if !ok || json.Unmarshal(frame, &e) != nil || strings.HasPrefix(e.Event, "pusher_internal:") {
 			continue
 		}
 		events = append(events, entry{m.Offset, e.Event, e.Data, e.UserID})

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,9 @@ type Protocol struct {
 	stats        Stats
 	hooks        map[string]*webhooks // by app id, for the apps with a webhook_url
 	occ          occupancy
+
+	countMu  sync.Mutex
+	counting map[string]bool // topics with a subscription_count event due
 }
 
 // Stats are the Pusher protocol's counters.
@@ -251,10 +255,70 @@ func subscriptionError(channel, kind, msg string, status int) []byte {
 	}{kind, msg, status})}.Frame()
 }
 
-// publish hands an event to the engine.
+// publish hands an event to the engine, and to the bridge's topic when
+// the app bridges its public channels.
 func (p *Protocol) publish(ctx context.Context, app *App, e Event, exclude string) (relay.Receipt, error) {
-	return p.cfg.Broker.Publish(ctx, &relay.Message{Topic: Topic(app.ID, e.Channel), Data: e.Encode(exclude)}, relay.PublishOptions{})
+	r, err := p.cfg.Broker.Publish(ctx, &relay.Message{Topic: Topic(app.ID, e.Channel), Data: e.Encode(exclude)}, relay.PublishOptions{})
+	if err != nil || !app.Bridge {
+		return r, err
+	}
+	if ch, perr := ParseChannel(e.Channel); perr == nil && !ch.Kind.RequiresAuth() && !ch.Kind.IsServerToUser() {
+		_, err = p.cfg.Broker.Publish(ctx, &relay.Message{Topic: BridgeTopic(app.ID, e.Channel), Data: e.Frame()}, relay.PublishOptions{})
+	}
+	return r, err
 }
+
+// BridgeTopic is the Relay topic that bridges a public channel to seed and
+// relay.v1 clients.
+func BridgeTopic(app, channel string) string { return "pusher/" + app + "/" + channel }
 
 // errUnavailable is what sockets are told when the engine fails.
 var errUnavailable = errors.New("the server could not reach its engine; retry")
+
+// countDelay gathers the subscription changes of a channel into one
+// subscription_count event.
+const countDelay = 500 * time.Millisecond
+
+// countChanged schedules a pusher_internal:subscription_count event for a
+// public or private channel of an app that asked for them: one per
+// countDelay at most, from each node where subscriptions changed, with the
+// count of every node.
+func (p *Protocol) countChanged(app *App, channel string) {
+	if !app.SubscriptionCount {
+		return
+	}
+	ch, err := ParseChannel(channel)
+	if err != nil || ch.Kind.IsPresence() || ch.Kind.IsCache() || ch.Kind.IsServerToUser() {
+		return // presence has member counts; a count must not become a cache's last event
+	}
+	topic := Topic(app.ID, channel)
+	p.countMu.Lock()
+	if p.counting == nil {
+		p.counting = map[string]bool{}
+	}
+	due := p.counting[topic]
+	p.counting[topic] = true
+	p.countMu.Unlock()
+	if due {
+		return
+	}
+	time.AfterFunc(countDelay, func() {
+		p.countMu.Lock()
+		delete(p.counting, topic)
+		p.countMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		defer cancel()
+		present, err := p.cfg.Hub.Presence(ctx, topic)
+		if err != nil {
+			return
+		}
+		n := 0
+		for _, m := range present {
+			n += m.Connections
+		}
+		data := jsonString(mustJSON(struct {
+			Count int `json:"subscription_count"`
+		}{n}))
+		p.cfg.Broker.Publish(ctx, &relay.Message{Topic: topic, Data: Event{Event: "pusher_internal:subscription_count", Channel: channel, Data: data}.Encode("")}, relay.PublishOptions{})
+	})
+}

@@ -25,9 +25,11 @@ import (
 // WebSocket clients (the pusher-js and SDK suites are in testdata/node).
 
 var testApp = pusher.App{
-	Credentials:     pusher.Credentials{ID: "app1", Key: "key1", Secret: "secret-0123456789abcdef"},
-	ClientEvents:    true,
-	ClientEventRate: 5,
+	Credentials:       pusher.Credentials{ID: "app1", Key: "key1", Secret: "secret-0123456789abcdef"},
+	ClientEvents:      true,
+	ClientEventRate:   5,
+	SubscriptionCount: true,
+	Bridge:            true,
 }
 
 func start(t *testing.T, apps ...pusher.App) *relaytest.Instance {
@@ -50,6 +52,9 @@ type sock struct {
 	socketID string
 	frames   chan frame
 	closed   chan int // the close code, once the server closed
+	// counts keeps subscription_count events, which the tests that are
+	// not about them skip (they arrive half a second late).
+	counts bool
 }
 
 func newSock(t *testing.T, c *websocket.Conn) *sock {
@@ -131,16 +136,21 @@ func (s *sock) send(event string, data any) {
 
 func (s *sock) next() frame {
 	s.t.Helper()
-	select {
-	case f, ok := <-s.frames:
-		if !ok {
-			s.t.Fatalf("the server closed the socket (%d) while a frame was expected", <-s.closed)
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case f, ok := <-s.frames:
+			if !ok {
+				s.t.Fatalf("the server closed the socket (%d) while a frame was expected", <-s.closed)
+			}
+			if f.Event == "pusher_internal:subscription_count" && !s.counts {
+				continue
+			}
+			return f
+		case <-timeout:
+			s.t.Fatalf("no frame within 5s")
 		}
-		return f
-	case <-time.After(5 * time.Second):
-		s.t.Fatalf("no frame within 5s")
 	}
-	return frame{}
 }
 
 // expect reads frames until one with event arrives (skipping pings).
@@ -164,7 +174,7 @@ func (s *sock) quiet(d time.Duration) {
 	for {
 		select {
 		case f, ok := <-s.frames:
-			if ok && f.Event != "pusher:ping" {
+			if ok && f.Event != "pusher:ping" && (f.Event != "pusher_internal:subscription_count" || s.counts) {
 				s.t.Fatalf("unexpected frame %s %s %s", f.Event, f.Channel, f.Data)
 			}
 			if !ok {
@@ -639,5 +649,52 @@ func TestPusherTopicsUnreachable(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 400 {
 		t.Fatalf("publish to a Pusher topic through /publish: %d, want 400", resp.StatusCode)
+	}
+}
+
+// TestSubscriptionCount: subscribers of a public channel are told its
+// count when it changes; an app without the option refuses the attribute.
+func TestSubscriptionCount(t *testing.T) {
+	in := start(t)
+	a := connect(t, in)
+	a.counts = true
+	a.subscribe("room")
+	if f := a.expect("pusher_internal:subscription_count"); f.str() != `{"subscription_count":1}` {
+		t.Fatalf("first count: %+v", f)
+	}
+	b := connect(t, in)
+	b.subscribe("room")
+	if f := a.expect("pusher_internal:subscription_count"); f.str() != `{"subscription_count":2}` {
+		t.Fatalf("second count: %+v", f)
+	}
+	app := testApp
+	app.SubscriptionCount = false
+	in2 := start(t, app)
+	if status, out := api(t, in2, app.Credentials, "GET", "/apps/app1/channels/room", url.Values{"info": {"subscription_count"}}, nil); status != 400 {
+		t.Fatalf("subscription_count without the option: %d %s", status, out)
+	}
+}
+
+// TestBridge: a seed client reads a bridged public channel through its
+// Relay topic; private channels are not bridged.
+func TestBridge(t *testing.T) {
+	in := start(t)
+	reg, err := in.Client.Register(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := websocket.DefaultDialer.Dial(reg.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.WriteMessage(websocket.TextMessage, []byte(`{"topics":["pusher/app1/news","pusher/app1/private-x"]}`))
+	time.Sleep(200 * time.Millisecond)
+	trigger(t, in, map[string]any{"name": "secret", "channel": "private-x", "data": "no"})
+	trigger(t, in, map[string]any{"name": "headline", "channel": "news", "data": "yes"})
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, msg, err := c.ReadMessage()
+	if err != nil || string(msg) != `{"event":"headline","channel":"news","data":"yes"}` {
+		t.Fatalf("bridged frame %q, %v", msg, err)
 	}
 }

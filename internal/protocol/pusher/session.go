@@ -128,6 +128,7 @@ func (s *Session) HandleClose(c *ws.Conn) {
 	s.mu.Lock()
 	for name := range s.channels {
 		s.p.occ.change(s.app, name, -1)
+		s.p.countChanged(s.app, name)
 	}
 	s.channels = nil
 	s.mu.Unlock()
@@ -318,6 +319,7 @@ func (s *Session) subscribe(name, auth, channelData string) {
 	}
 	if prev == nil {
 		s.p.occ.change(s.app, name, +1)
+		defer s.p.countChanged(s.app, name)
 	}
 	if err := s.p.cfg.Hub.Subscribe(ctx, s.client, s, []string{topic}, opts); err != nil {
 		if prev == nil {
@@ -430,6 +432,7 @@ func (s *Session) unsubscribe(name string) {
 	if ok {
 		s.p.cfg.Hub.Unsubscribe(s.client, s, []string{Topic(s.app.ID, name)})
 		s.p.occ.change(s.app, name, -1)
+		s.p.countChanged(s.app, name)
 	}
 }
 
@@ -491,7 +494,7 @@ func (s *Session) clientEvent(cmd command) {
 	case sub == nil:
 		reject(0, "Client event rejected: the connection is not subscribed to "+strconv.Quote(cmd.Channel))
 		return
-	case !sub.kind.AllowsClientEvents():
+	case !sub.kind.AllowsClientEvents() || sub.kind.IsEncrypted():
 		reject(0, "Client event rejected: client events are only supported on private and presence channels (not encrypted ones)")
 		return
 	case len(cmd.Data) > s.app.MaxEventData:
