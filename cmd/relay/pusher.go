@@ -17,6 +17,7 @@ type pusherSettings struct {
 	ClientEvents             bool
 	SubscriptionCount        bool
 	WebhookURL               string
+	Bridge                   bool
 	PathPrefix               string
 }
 
@@ -28,6 +29,7 @@ func pusherOptions(p *pusherSettings) []option {
 		{"pusher-client-events", "RELAY_PUSHER_CLIENT_EVENTS", "false", "Pusher protocol: let that app's clients send client-* events on private and presence channels (Laravel Echo's whisper)", (*boolValue)(&p.ClientEvents), false},
 		{"pusher-subscription-count", "RELAY_PUSHER_SUBSCRIPTION_COUNT", "false", "Pusher protocol: offer the subscription_count attribute for that app's channels", (*boolValue)(&p.SubscriptionCount), false},
 		{"pusher-webhook-url", "RELAY_PUSHER_WEBHOOK_URL", "", "Pusher protocol: URL that receives that app's webhooks", (*strValue)(&p.WebhookURL), false},
+		{"pusher-bridge", "RELAY_PUSHER_BRIDGE", "false", "Pusher protocol: let seed and relay.v1 clients read that app's public channels as the Relay topics pusher/APP_ID/CHANNEL", (*boolValue)(&p.Bridge), false},
 		{"pusher-apps-file", "RELAY_PUSHER_APPS_FILE", "", "Pusher protocol: YAML file of apps (apps: [{id, key, secret, client_events, webhook_url, activity_timeout, ...}]), for several apps or per-app options; see docs/pusher.md", (*strValue)(&p.AppsFile), false},
 		{"pusher-path-prefix", "RELAY_PUSHER_PATH_PREFIX", "", "Pusher protocol: path prefix a proxy serves /app and /apps under (e.g. /pusher), stripped before routing and signature checks", (*strValue)(&p.PathPrefix), false},
 	}
@@ -43,9 +45,9 @@ func (p *pusherSettings) apps() (*pusher.Apps, error) {
 			return nil, fmt.Errorf("-pusher-app-id / RELAY_PUSHER_APP_ID, -pusher-app-key / RELAY_PUSHER_APP_KEY and -pusher-app-secret / RELAY_PUSHER_APP_SECRET go together")
 		}
 		list = append(list, pusher.App{Credentials: pusher.Credentials{ID: p.AppID, Key: p.AppKey, Secret: p.AppSecret},
-			ClientEvents: p.ClientEvents, SubscriptionCount: p.SubscriptionCount, WebhookURL: p.WebhookURL})
-	} else if p.ClientEvents || p.SubscriptionCount || p.WebhookURL != "" {
-		return nil, fmt.Errorf("-pusher-client-events, -pusher-subscription-count and -pusher-webhook-url apply to the app of -pusher-app-id / RELAY_PUSHER_APP_ID, which is not set (per-app options of the apps file go in the file)")
+			ClientEvents: p.ClientEvents, SubscriptionCount: p.SubscriptionCount, WebhookURL: p.WebhookURL, Bridge: p.Bridge})
+	} else if p.ClientEvents || p.SubscriptionCount || p.WebhookURL != "" || p.Bridge {
+		return nil, fmt.Errorf("-pusher-client-events, -pusher-subscription-count, -pusher-webhook-url and -pusher-bridge apply to the app of -pusher-app-id / RELAY_PUSHER_APP_ID, which is not set (per-app options of the apps file go in the file)")
 	}
 	if p.AppsFile != "" {
 		b, err := os.ReadFile(p.AppsFile)
