@@ -66,6 +66,8 @@ func Run(t *testing.T, f Factory) {
 		{"Roster", testRoster},
 		{"RosterInfo", testRosterInfo},
 		{"RosterInfoCrash", testRosterInfoCrash},
+		{"RosterTopics", testRosterTopics},
+		{"RosterTopicsCrash", testRosterTopicsCrash},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, f) })

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -349,7 +350,28 @@ func (n *fakeNode) Present(ctx context.Context, topic string) ([]relay.Present, 
 	return ps, nil
 }
 
+// Topics lists the topics with prefix where some user has connections.
+func (n *fakeNode) Topics(ctx context.Context, prefix string) ([]string, error) {
+	n.b.mu.Lock()
+	defer n.b.mu.Unlock()
+	var out []string
+	for topic, users := range n.b.present {
+		if !strings.HasPrefix(topic, prefix) {
+			continue
+		}
+		for _, per := range users {
+			if total(per) > 0 {
+				out = append(out, topic)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 var (
-	_ relay.Engine     = (*fakeNode)(nil)
-	_ relay.InfoRoster = (*fakeNode)(nil)
+	_ relay.Engine      = (*fakeNode)(nil)
+	_ relay.InfoRoster  = (*fakeNode)(nil)
+	_ relay.TopicLister = (*fakeNode)(nil)
 )
