@@ -20,6 +20,8 @@
 //	P:pn:{node}   hash  "topic\nuser" → that node's share of P:p
 //	P:pi:{topic}  hash  user → the info the user joined with (relay.InfoRoster), from
 //	              its join to its leave; only users that joined with one
+//	P:pt          sorted set, all scores 0: the topics whose P:p:{topic} exists, the
+//	              occupied topics (relay.TopicLister), kept by the presence scripts
 //	P:nodes       sorted set node → last heartbeat (ms)
 //	P:d:{node}    string: the node's dashboard summary (JSON), expiring (peers.go)
 //
@@ -322,13 +324,15 @@ func (k keys) reg(id relay.ClientID) string { return k.prefix + ":r:" + string(i
 func (k keys) nodeRegs(n string) string     { return k.prefix + ":rn:" + n }
 func (k keys) presence(topic string) string { return k.prefix + ":p:" + topic }
 func (k keys) nodePresence(n string) string { return k.prefix + ":pn:" + n }
+func (k keys) topics() string               { return k.prefix + ":pt" }
 func (k keys) info(topic string) string     { return k.prefix + ":pi:" + topic }
 func (k keys) nodes() string                { return k.prefix + ":nodes" }
 func (k keys) summary(n string) string      { return k.prefix + ":d:" + n }
 
 var (
-	_ relay.Engine     = (*Broker)(nil)
-	_ relay.InfoRoster = (*roster)(nil)
+	_ relay.Engine      = (*Broker)(nil)
+	_ relay.InfoRoster  = (*roster)(nil)
+	_ relay.TopicLister = (*roster)(nil)
 )
 
 // EngineStats implements relay.StatsReporter.

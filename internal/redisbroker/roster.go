@@ -28,6 +28,14 @@ import (
 // the write makes the user present anywhere and carries in the join; the
 // write (or the dead node's clean-up) that takes the user back to none
 // deletes it and carries it in the leave.
+//
+// It is a relay.TopicLister too: the sorted set P:pt holds, with score 0,
+// every topic whose presence hash P:p:{topic} exists (some user has a
+// connection on some node). The scripts that write the hash keep it:
+// every write that leaves a user counted adds the topic (so the set heals
+// after an upgrade or a loss of data as soon as counts are written again)
+// and every write that deletes the hash's last field removes it, the dead
+// node's clean-up included. Topics reads it with ZRANGEBYLEX.
 type roster struct {
 	b *Broker
 
@@ -73,8 +81,11 @@ func (r *roster) init(b *Broker) {
 // leave: the join sets it from ARGV[4] (or removes a stale one when
 // ARGV[4] is empty), the leave takes it; both carry it as their payload,
 // the last field of "kind\noffset\nepoch\nuser\npayload", so any bytes go.
-// KEYS topic presence, node presence, topic channel, topic info. ARGV
-// user, count, node field, info ("" for none).
+// The topic is in the index of occupied topics while its presence hash
+// exists: added by every write that leaves the user counted, removed by
+// the write that deletes the hash's last field.
+// KEYS topic presence, node presence, topic channel, topic info, topic
+// index. ARGV user, count, node field, info ("" for none), topic.
 var presenceScript = rueidis.NewLuaScript(`
 local count = tonumber(ARGV[2])
 local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
@@ -84,15 +95,19 @@ local n = redis.call('HINCRBY', KEYS[1], ARGV[1], count - old)
 local before = n - (count - old)
 if n <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[5], ARGV[5]) end
   if before > 0 then
     local info = redis.call('HGET', KEYS[4], ARGV[1]) or ''
     redis.call('HDEL', KEYS[4], ARGV[1])
     redis.call('PUBLISH', KEYS[3], "l\n0\n\n" .. ARGV[1] .. "\n" .. info)
   end
-elseif before <= 0 then
-  local info = ARGV[4] or ''
-  if info ~= '' then redis.call('HSET', KEYS[4], ARGV[1], info) else redis.call('HDEL', KEYS[4], ARGV[1]) end
-  redis.call('PUBLISH', KEYS[3], "j\n0\n\n" .. ARGV[1] .. "\n" .. info)
+else
+  redis.call('ZADD', KEYS[5], 0, ARGV[5])
+  if before <= 0 then
+    local info = ARGV[4] or ''
+    if info ~= '' then redis.call('HSET', KEYS[4], ARGV[1], info) else redis.call('HDEL', KEYS[4], ARGV[1]) end
+    redis.call('PUBLISH', KEYS[3], "j\n0\n\n" .. ARGV[1] .. "\n" .. info)
+  end
 end
 return n
 `)
@@ -179,6 +194,52 @@ func (r *roster) Present(ctx context.Context, topic string) ([]relay.Present, er
 	}
 	slices.SortFunc(out, func(a, b relay.Present) int { return cmp.Compare(a.User, b.User) })
 	return out, nil
+}
+
+// MaxTopics bounds what one Topics call returns: the first MaxTopics
+// occupied topics with the prefix, in byte order; the rest are left out.
+const MaxTopics = 10_000
+
+// Topics implements relay.TopicLister: the topics starting with prefix
+// whose presence hash exists, sorted by byte, at most MaxTopics of them.
+// It is one ZRANGEBYLEX on P:pt, O(log N + returned) in Redis for N
+// occupied topics. The prefix is matched byte for byte ('*', '[', '?'
+// and '\' are no patterns). It reads what the nodes have written: this
+// node's latest changes show once its presence writer wrote them
+// (normally within a round trip; longer for a count that waits for its
+// topic's subscription).
+func (r *roster) Topics(ctx context.Context, prefix string) ([]string, error) {
+	return r.topics(ctx, prefix, MaxTopics)
+}
+
+func (r *roster) topics(ctx context.Context, prefix string, limit int) ([]string, error) {
+	b := r.b
+	lo, hi := lexRange(prefix)
+	out, err := b.call(ctx, b.client.B().Zrangebylex().Key(b.keys.topics()).Min(lo).Max(hi).Limit(0, int64(limit)).Build()).AsStrSlice()
+	if err != nil {
+		return nil, unavailable("listing occupied topics", err)
+	}
+	return out, nil
+}
+
+// lexRange returns the ZRANGEBYLEX bounds of the members starting with
+// prefix: from prefix itself (inclusive) to the first string after every
+// string with the prefix (exclusive): the prefix without its trailing
+// 0xff bytes, with its last byte incremented; none ("+") when the prefix
+// is all 0xff bytes or empty.
+func lexRange(prefix string) (lo, hi string) {
+	if prefix == "" {
+		return "-", "+"
+	}
+	end := []byte(prefix)
+	for len(end) > 0 && end[len(end)-1] == 0xff {
+		end = end[:len(end)-1]
+	}
+	if len(end) == 0 {
+		return "[" + prefix, "+"
+	}
+	end[len(end)-1]++
+	return "[" + prefix, "(" + string(end)
 }
 
 // settle waits until no count of this node on topic is waiting to be
@@ -277,8 +338,8 @@ func (r *roster) apply(ctx context.Context, batch map[presenceKey]write) []prese
 	for k, w := range batch {
 		keys = append(keys, k)
 		execs = append(execs, rueidis.LuaExec{
-			Keys: []string{b.keys.presence(k.topic), b.keys.nodePresence(b.cfg.NodeID), b.keys.channel(k.topic), b.keys.info(k.topic)},
-			Args: []string{k.user.String(), strconv.Itoa(w.count), presenceField(k), w.info},
+			Keys: []string{b.keys.presence(k.topic), b.keys.nodePresence(b.cfg.NodeID), b.keys.channel(k.topic), b.keys.info(k.topic), b.keys.topics()},
+			Args: []string{k.user.String(), strconv.Itoa(w.count), presenceField(k), w.info, k.topic},
 		})
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
@@ -308,10 +369,11 @@ func (r *roster) reassert() {
 // cleanupScript removes a node: its share of presence (announcing the
 // leaves, each with the info its user joined with, which goes too), its
 // hold on registrations (which then expire after the grace) and its
-// heartbeat. With a cutoff it does nothing unless the node's last
-// heartbeat is older. KEYS nodes, node presence, node registrations.
-// ARGV node, cutoff ms ("" for none), presence prefix, channel prefix,
-// registration prefix, grace ms, info prefix.
+// heartbeat; a topic whose presence hash it empties leaves the index of
+// occupied topics. With a cutoff it does nothing unless the node's last
+// heartbeat is older. KEYS nodes, node presence, node registrations,
+// topic index. ARGV node, cutoff ms ("" for none), presence prefix,
+// channel prefix, registration prefix, grace ms, info prefix.
 var cleanupScript = rueidis.NewLuaScript(`
 if ARGV[2] ~= "" then
   local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -326,6 +388,7 @@ for i = 1, #share, 2 do
   local n = redis.call('HINCRBY', key, user, -tonumber(share[i + 1]))
   if n <= 0 then
     redis.call('HDEL', key, user)
+    if redis.call('EXISTS', key) == 0 then redis.call('ZREM', KEYS[4], topic) end
     local ikey = ARGV[7] .. topic
     local info = redis.call('HGET', ikey, user) or ''
     redis.call('HDEL', ikey, user)
@@ -352,7 +415,7 @@ func (b *Broker) cleanup(ctx context.Context, node string, force bool) error {
 		cutoff = strconv.FormatInt(time.Now().Add(-b.cfg.NodeTTL).UnixMilli(), 10)
 	}
 	grace := max(b.cfg.ReconnectGrace.Milliseconds(), 1)
-	return b.exec(ctx, cleanupScript, []string{b.keys.nodes(), b.keys.nodePresence(node), b.keys.nodeRegs(node)},
+	return b.exec(ctx, cleanupScript, []string{b.keys.nodes(), b.keys.nodePresence(node), b.keys.nodeRegs(node), b.keys.topics()},
 		[]string{node, cutoff, b.keys.presence(""), b.keys.channel(""), b.keys.reg(""), strconv.FormatInt(grace, 10), b.keys.info("")}).Error()
 }
 
