@@ -24,7 +24,8 @@
 //	                      socket, deadline; MaxAge RegistryMaxAge
 //	KV P_presence         key T.<user>: JSON {node#incarnation: connections}, or, for a user
 //	                      that joined with an info (relay.InfoRoster), {"m": that object,
-//	                      "i": base64 info}
+//	                      "i": base64 info}; the topics of its keys are the occupied
+//	                      topics (relay.TopicLister lists the keys, without values)
 //	KV P_nodes            key T (node id): JSON incarnation and beat count; MaxAge 10m
 //	KV P_dashboard        key T (node id): the node's dashboard summary (JSON, at most
 //	                      2 KiB); memory storage, MaxAge the summaries' ttl (peers.go)

@@ -39,6 +39,10 @@ import (
 // from 0 stores it in the entry (presenceValue) and the join carries it;
 // later writes keep it; the write that empties the entry (a leave, or the
 // sweep of a dead node's members) carries it in the leave.
+//
+// It is a relay.TopicLister too: a topic is occupied while it has an
+// entry, and Topics lists the bucket's keys (no index: presence changes
+// pay nothing, one call scans every key; see Topics).
 type roster struct {
 	b    *Broker
 	wake chan struct{} // cap 1
@@ -82,6 +86,11 @@ func (r *roster) member() string {
 	}
 	return memberName(r.b.cfg.NodeID, r.inc)
 }
+
+var (
+	_ relay.InfoRoster  = (*roster)(nil)
+	_ relay.TopicLister = (*roster)(nil)
+)
 
 type pkey struct {
 	topic string
@@ -471,6 +480,139 @@ func (r *roster) Present(ctx context.Context, topic string) ([]relay.Present, er
 	}
 	slices.SortFunc(out, func(a, b relay.Present) int { return cmpUint(uint64(a.User), uint64(b.User)) })
 	return out, nil
+}
+
+// MaxTopics bounds what one Topics call returns: the first MaxTopics
+// occupied topics with the prefix, in byte order; the rest are left out.
+const MaxTopics = 10_000
+
+// topicsTimeout bounds one Topics call.
+const topicsTimeout = 10 * time.Second
+
+// Topics implements relay.TopicLister: the topics starting with prefix
+// that have a presence entry (some user with a connection on a node that
+// was alive at the last sweep), sorted by byte, at most MaxTopics of
+// them. The prefix is matched byte for byte, never as a pattern.
+//
+// Keys are base64url tokens, which a subject filter cannot match by
+// prefix, so it lists every key of the presence bucket, without values:
+// the stream info of the bucket's stream with a subjects filter, which
+// names each subject holding a message, at most 100,000 per reply (the
+// server's page; a key is purged when its user leaves, never deleted
+// with a marker, so every subject listed is a live entry). It decodes
+// each topic token here. Its cost is O(E) for the E presence entries
+// (topic and user pairs) of the whole cluster, in 1 + E/100,000 round
+// trips carrying each key's subject (about 0.8 s per 100,000 entries on
+// a laptop), plus O(E' log MaxTopics) for the E' with the prefix; its
+// memory is one page and O(MaxTopics); presence changes pay nothing for
+// it. Pages are read by offset in the server's subject order, so with
+// more than 100,000 entries a topic whose entries change between pages
+// may be missed by that call. A call longer than 10 s fails with
+// relay.ErrUnavailable. It reads what the nodes have written: this
+// node's latest changes show once apply wrote them (normally within a
+// round trip).
+func (r *roster) Topics(ctx context.Context, prefix string) ([]string, error) {
+	return r.topics(ctx, prefix, MaxTopics)
+}
+
+func (r *roster) topics(ctx context.Context, prefix string, limit int) ([]string, error) {
+	c, _, err := r.b.use()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, topicsTimeout)
+	defer cancel()
+	kept := newSmallest(limit)
+	subject := "$KV." + r.b.n.presence + "."
+	for offset := 0; ; {
+		page, total, err := subjects(ctx, c, "KV_"+r.b.n.presence, subject+">", offset)
+		if err != nil {
+			return nil, unavailable("listing occupied topics", err)
+		}
+		for s := range page {
+			tok, _, ok := cutLast(strings.TrimPrefix(s, subject))
+			if !ok {
+				continue
+			}
+			if topic, ok := untoken(tok); ok && strings.HasPrefix(topic, prefix) {
+				kept.add(topic)
+			}
+		}
+		offset += len(page)
+		if len(page) == 0 || offset >= total {
+			return kept.sorted(), nil
+		}
+	}
+}
+
+// subjects returns a page of the subjects of stream that match filter
+// and hold a message, from offset in the server's order, and how many
+// there are in all.
+func subjects(ctx context.Context, c *conn, stream, filter string, offset int) (map[string]uint64, int, error) {
+	req, err := json.Marshal(struct {
+		Filter string `json:"subjects_filter"`
+		Offset int    `json:"offset,omitempty"`
+	}{filter, offset})
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+stream, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	var info struct {
+		Total int `json:"total"`
+		State struct {
+			Subjects map[string]uint64 `json:"subjects"`
+		} `json:"state"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &info); err != nil {
+		return nil, 0, err
+	}
+	if info.Error != nil {
+		return nil, 0, info.Error
+	}
+	return info.State.Subjects, info.Total, nil
+}
+
+// smallest keeps the n smallest distinct strings added, in O(n) memory:
+// it holds up to 2n, and when full sorts them, keeps the n smallest and
+// from then on refuses any string above the largest of those.
+type smallest struct {
+	n     int
+	set   map[string]struct{}
+	above string // once full: strings above it are refused
+	full  bool
+}
+
+func newSmallest(n int) *smallest {
+	return &smallest{n: max(n, 0), set: make(map[string]struct{})}
+}
+
+func (s *smallest) add(v string) {
+	if s.n == 0 || s.full && v > s.above {
+		return
+	}
+	s.set[v] = struct{}{}
+	if len(s.set) >= 2*s.n {
+		keep := s.sorted()
+		clear(s.set)
+		for _, k := range keep {
+			s.set[k] = struct{}{}
+		}
+		s.above, s.full = keep[len(keep)-1], true
+	}
+}
+
+// sorted returns the n smallest strings added, sorted.
+func (s *smallest) sorted() []string {
+	out := make([]string, 0, len(s.set))
+	for k := range s.set {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out[:min(len(out), s.n)]
 }
 
 func cmpUint(a, b uint64) int {
