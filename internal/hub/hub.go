@@ -173,6 +173,9 @@ type Client struct {
 	// foreign clients speak another protocol (Pusher): they have no Relay
 	// user, so they are not in the user index either.
 	foreign bool
+	// internal counts the topics subscribed with SubscribeOptions.Internal,
+	// which the topic limit leaves out.
+	internal int
 
 	mu     sync.Mutex
 	sub    relay.Subscriber // the live socket, nil while disconnected
@@ -651,6 +654,10 @@ type SubscribeOptions struct {
 	// refuse on purpose): Relay's topic rules and MaxTopicLength do not
 	// apply.
 	Checked bool
+	// Internal marks topics a protocol subscribes to for its own ends (a
+	// Pusher user's control and watchlist topics): -max-topics, which is
+	// about what clients ask for, does not count them.
+	Internal bool
 	// Member, when set, is who the socket counts as in the topics'
 	// presence instead of its client's user: a Pusher presence member,
 	// whose id is a string the caller hashes to a UserID, and whose Info
@@ -713,7 +720,7 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 			fresh++
 		}
 	}
-	if len(c.topics)+fresh > h.cfg.MaxTopics {
+	if !opts.Internal && len(c.topics)-c.internal+fresh > h.cfg.MaxTopics {
 		c.mu.Unlock()
 		return h.tooMany()
 	}
@@ -730,6 +737,9 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 		present, added := h.join(t, m, info)
 		if added {
 			c.topics = append(c.topics, t)
+			if opts.Internal {
+				c.internal++
+			}
 		}
 		list = append(list, joined{t, present, added})
 	}
@@ -871,8 +881,8 @@ func (h *Hub) normalize(topics []string, checked bool) ([]string, error) {
 		}
 		seen.add(t)
 		out = append(out, t)
-		if len(out) > h.cfg.MaxTopics {
-			return nil, h.tooMany()
+		if !checked && len(out) > h.cfg.MaxTopics {
+			return nil, h.tooMany() // a checked list is the caller's to bound
 		}
 	}
 	return out, nil

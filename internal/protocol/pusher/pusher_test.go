@@ -698,3 +698,36 @@ func TestBridge(t *testing.T) {
 		t.Fatalf("bridged frame %q, %v", msg, err)
 	}
 }
+
+// signin signs s in as user, with user_data's extra fields.
+func signin(t *testing.T, s *sock, userData string) {
+	t.Helper()
+	s.send("pusher:signin", map[string]string{"user_data": userData, "auth": pusher.UserAuth(testApp.Credentials, s.socketID, userData)})
+	s.expect("pusher:signin_success")
+}
+
+// TestWatchlist: a signed-in user hears when the users it watches come
+// online (first signed-in socket) and go offline (last one gone).
+func TestWatchlist(t *testing.T) {
+	in := start(t)
+	b1 := connect(t, in)
+	signin(t, b1, `{"id":"b"}`)
+	a := connect(t, in)
+	signin(t, a, `{"id":"a","watchlist":["b","c"]}`)
+	if f := a.expect("pusher_internal:watchlist_events"); f.str() != `{"events":[{"name":"online","user_ids":["b"]}]}` {
+		t.Fatalf("initial watchlist events: %+v", f)
+	}
+	c := connect(t, in)
+	signin(t, c, `{"id":"c"}`)
+	if f := a.expect("pusher_internal:watchlist_events"); f.str() != `{"events":[{"name":"online","user_ids":["c"]}]}` {
+		t.Fatalf("c online: %+v", f)
+	}
+	b2 := connect(t, in)
+	signin(t, b2, `{"id":"b"}`) // b's second socket: nothing
+	b1.c.Close()
+	a.quiet(300 * time.Millisecond)
+	b2.c.Close()
+	if f := a.expect("pusher_internal:watchlist_events"); f.str() != `{"events":[{"name":"offline","user_ids":["b"]}]}` {
+		t.Fatalf("b offline: %+v", f)
+	}
+}

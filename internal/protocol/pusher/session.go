@@ -81,7 +81,22 @@ func (s *Session) Deliver(d *relay.Delivery) bool {
 				return true
 			}
 		}
-	case relay.KindJoin:
+	case relay.KindJoin, relay.KindLeave:
+		if ch := channelOf(m.Topic); strings.HasPrefix(ch, onlinePrefix) {
+			// A watched user came online or went offline (the socket's
+			// own online topic has no presence events).
+			if id := userIDOf(m.Data); id != "" {
+				name := "offline"
+				if m.Kind == relay.KindJoin {
+					name = "online"
+				}
+				s.send(watchlistFrame(name, []string{id}))
+			}
+			return true
+		}
+		if m.Kind == relay.KindLeave {
+			break
+		}
 		s.mu.Lock()
 		sub := s.channels[channelOf(m.Topic)]
 		own := sub != nil && sub.member != nil && sub.key == m.User
@@ -454,12 +469,19 @@ func (s *Session) signin(auth, userData string) {
 		s.send(errorFrame(4009, "this connection is signed in as another user already"))
 		return
 	}
+	watchlist, err := parseWatchlist(userData)
+	if err != nil {
+		s.mu.Unlock()
+		s.send(errorFrame(4009, err.Error()))
+		return
+	}
 	first := s.user == ""
 	s.user, s.control = u.ID, controlTopic(s.app.ID, u.ID)
 	s.mu.Unlock()
+	var online []string
 	if first {
 		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-		err := s.p.cfg.Hub.Subscribe(ctx, s.client, s, []string{s.control}, hub.SubscribeOptions{Checked: true})
+		online, err = s.listen(ctx, u.ID, watchlist)
 		cancel()
 		if err != nil {
 			s.mu.Lock()
@@ -472,6 +494,95 @@ func (s *Session) signin(auth, userData string) {
 	s.send(Event{Event: "pusher:signin_success", Data: jsonString(mustJSON(struct {
 		UserData string `json:"user_data"`
 	}{userData}))}.Frame())
+	if len(online) > 0 {
+		s.send(watchlistFrame("online", online))
+	}
+}
+
+// listen subscribes a signed-in socket to its user's control topic, makes
+// the user online (a member of its online topic, on every node), and
+// subscribes to the online topics of the watchlist; it returns the
+// watched users online now. These topics are the protocol's own: they do
+// not count against -max-topics.
+func (s *Session) listen(ctx context.Context, user string, watchlist []string) ([]string, error) {
+	h := s.p.cfg.Hub
+	if err := h.Subscribe(ctx, s.client, s, []string{s.control}, hub.SubscribeOptions{Checked: true, Internal: true}); err != nil {
+		return nil, err
+	}
+	self := &hub.Member{User: memberKey(user), Info: memberInfo(Member{UserID: user})}
+	if err := h.Subscribe(ctx, s.client, s, []string{onlineTopic(s.app.ID, user)}, hub.SubscribeOptions{Checked: true, Internal: true, Member: self}); err != nil {
+		return nil, err
+	}
+	if len(watchlist) == 0 {
+		return nil, nil
+	}
+	topics := make([]string, len(watchlist))
+	for i, w := range watchlist {
+		topics[i] = onlineTopic(s.app.ID, w)
+	}
+	var online []string
+	err := h.Subscribe(ctx, s.client, s, topics, hub.SubscribeOptions{Checked: true, Internal: true, Presence: true,
+		Ready: func(_ string, r hub.Subscribed) {
+			for _, m := range r.Members {
+				if id := userIDOf(m.Info); id != "" {
+					online = append(online, id)
+				}
+			}
+		}})
+	return online, err
+}
+
+// maxWatchlist is the most users one sign-in may watch, as on Pusher.
+const maxWatchlist = 100
+
+// parseWatchlist reads user_data's optional watchlist: user ids.
+func parseWatchlist(userData string) ([]string, error) {
+	var d struct {
+		Watchlist []string `json:"watchlist"`
+	}
+	if err := json.Unmarshal([]byte(userData), &d); err != nil {
+		return nil, fmt.Errorf("user_data's watchlist must be an array of user ids")
+	}
+	if len(d.Watchlist) > maxWatchlist {
+		return nil, fmt.Errorf("user_data's watchlist names %d users; at most %d", len(d.Watchlist), maxWatchlist)
+	}
+	for _, id := range d.Watchlist {
+		if err := ValidateUserID(id); err != nil {
+			return nil, err
+		}
+	}
+	return d.Watchlist, nil
+}
+
+// onlinePrefix starts the topic whose members are a user's signed-in
+// sockets, on every node: what watchlists watch.
+const onlinePrefix = "#online-"
+
+func onlineTopic(app, user string) string { return Topic(app, onlinePrefix+user) }
+
+// userIDOf reads the user_id of a member's info.
+func userIDOf(info []byte) string {
+	if len(info) == 0 {
+		return ""
+	}
+	var m struct {
+		UserID string `json:"user_id"`
+	}
+	if json.Unmarshal(info, &m) != nil {
+		return ""
+	}
+	return m.UserID
+}
+
+// watchlistFrame is pusher_internal:watchlist_events with one event.
+func watchlistFrame(name string, ids []string) []byte {
+	type event struct {
+		Name    string   `json:"name"`
+		UserIDs []string `json:"user_ids"`
+	}
+	return Event{Event: "pusher_internal:watchlist_events", Data: jsonString(mustJSON(struct {
+		Events []event `json:"events"`
+	}{[]event{{name, ids}}}))}.Frame()
 }
 
 // clientEvent carries out a client-* event: members of a private or
