@@ -16,6 +16,7 @@ import (
 	"github.com/relayhq/relay/internal/connlimit"
 	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/memorybroker"
+	"github.com/relayhq/relay/internal/protocol/pusher"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
 )
@@ -31,6 +32,8 @@ type Sources struct {
 	// what the node corrected.
 	Engine relay.Broker
 	NodeID string
+	// Pusher is the Pusher protocol's counters, nil when it is off.
+	Pusher *pusher.Stats
 }
 
 // Handler returns the /metrics handler for src, with Go runtime and process
@@ -87,6 +90,14 @@ func Handler(src Sources) http.Handler {
 		counter("relay_listener_refused_total", "New connections closed at once: a cap was reached and every connection under it was busy.", func() float64 { return float64(c.Refused.Load()) })
 		counter("relay_listener_aborted_total", "Requests not run because their connection had just been closed to make room.", func() float64 { return float64(c.Aborted.Load()) })
 		counter("relay_listener_accept_errors_total", "Failed accepts that were retried (such as too many open files).", func() float64 { return float64(c.AcceptErrors.Load()) })
+	}
+	if p := src.Pusher; p != nil {
+		gauge("relay_pusher_connections", "Open Pusher sockets (also counted in relay_connections).", func() float64 { return float64(p.Connections.Load()) })
+		counter("relay_pusher_client_events_total", "Client events accepted from Pusher sockets.", func() float64 { return float64(p.ClientEvents.Load()) })
+		counter("relay_pusher_triggers_total", "Events accepted by the Pusher HTTP API, one per channel.", func() float64 { return float64(p.Triggers.Load()) })
+		counter("relay_pusher_webhook_events_sent_total", "Webhook events delivered (a 2xx answer).", func() float64 { return float64(p.WebhooksSent()) })
+		counter("relay_pusher_webhook_events_failed_total", "Webhook events dropped after every retry failed.", func() float64 { return float64(p.WebhooksFailed()) })
+		counter("relay_pusher_webhook_events_dropped_total", "Webhook events dropped because the queue was full or the node stopped.", func() float64 { return float64(p.WebhooksDropped()) })
 	}
 	if m := src.Memory; m != nil {
 		ms := m.Stats()

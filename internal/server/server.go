@@ -169,13 +169,17 @@ func New(cfg Config, log *slog.Logger) *Server {
 		apiCfg.Logs = s.logs
 	}
 	a = api.New(apiCfg, s.Hub, s.Engine, s.WS, log.With("component", "api"))
-	s.metrics = metrics.Handler(metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns, Engine: s.Engine, NodeID: cfg.NodeID})
 	s.API = a
 	if cfg.Pusher.Len() > 0 {
 		s.Pusher = pusher.New(pusher.Config{Apps: cfg.Pusher, Hub: s.Hub, Broker: s.Engine, Roster: hubCfg.Roster, WS: s.WS,
 			CheckOrigin: a.CheckOrigin, PathPrefix: cfg.PusherPathPrefix, Log: s.logs, VacateDelay: cfg.PusherVacateDelay})
 		s.pusherHTTP = s.Pusher.Handler()
 	}
+	src := metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns, Engine: s.Engine, NodeID: cfg.NodeID}
+	if s.Pusher != nil {
+		src.Pusher = s.Pusher.Stats()
+	}
+	s.metrics = metrics.Handler(src)
 	s.Dashboard = dashboard.New(dashboard.Config{Hub: s.Hub, WS: s.WS, API: a, Conns: &s.conns, Engine: s.Engine,
 		NodeID: cfg.NodeID, Auth: cfg.API.Auth, Log: log.With("component", "dashboard")})
 	return s

@@ -69,6 +69,31 @@ type Stats struct {
 	Connections  atomic.Int64  // open Pusher sockets
 	ClientEvents atomic.Uint64 // client events accepted
 	Triggers     atomic.Uint64 // events accepted by the HTTP API
+
+	hooks map[string]*webhooks
+}
+
+// WebhooksSent, WebhooksFailed and WebhooksDropped count webhook events:
+// delivered, dropped after every retry failed, dropped unsent (a full
+// queue, or a stopping node).
+func (s *Stats) WebhooksSent() uint64 {
+	return s.sum(func(w *webhooks) uint64 { return w.sent.Load() })
+}
+
+func (s *Stats) WebhooksFailed() uint64 {
+	return s.sum(func(w *webhooks) uint64 { return w.failed.Load() })
+}
+
+func (s *Stats) WebhooksDropped() uint64 {
+	return s.sum(func(w *webhooks) uint64 { return w.dropped.Load() })
+}
+
+func (s *Stats) sum(f func(*webhooks) uint64) uint64 {
+	var n uint64
+	for _, w := range s.hooks {
+		n += f(w)
+	}
+	return n
 }
 
 // New returns the Pusher protocol.
@@ -93,6 +118,7 @@ func New(cfg Config) *Protocol {
 			p.hooks[a.ID] = newWebhooks(a, p.warn)
 		}
 	}
+	p.stats.hooks = p.hooks
 	p.profile = ws.Profile{
 		Format: relay.FormatPusher,
 		Ping:   ws.EncodeText([]byte(`{"event":"pusher:ping","data":"{}"}`)),

@@ -98,7 +98,7 @@ func startHooked(t *testing.T, sink *hookSink, delay time.Duration) *relaytest.I
 	if err != nil {
 		t.Fatal(err)
 	}
-	return relaytest.Start(t, server.Config{Pusher: set, PusherVacateDelay: delay})
+	return relaytest.Start(t, server.Config{Pusher: set, PusherVacateDelay: delay, Metrics: true})
 }
 
 func TestWebhooks(t *testing.T) {
@@ -137,6 +137,15 @@ func TestWebhooks(t *testing.T) {
 	waitSet(t, sink, want)
 	if sink.bad != 0 {
 		t.Fatalf("%d webhooks with a bad signature", sink.bad)
+	}
+	resp, err := http.Get(in.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	if line := fmt.Sprintf("relay_pusher_webhook_events_sent_total %d\n", len(want)); !strings.Contains(string(metrics), line) {
+		t.Fatalf("/metrics lacks %q:\n%s", line, metrics)
 	}
 }
 
