@@ -321,8 +321,11 @@ func (s *Server) isPusher(r *http.Request) bool {
 	if s.pusherHTTP == nil {
 		return false
 	}
-	p, ok := strings.CutPrefix(r.URL.Path, s.cfg.PusherPathPrefix)
-	return ok && (strings.HasPrefix(p, "/app/") || strings.HasPrefix(p, "/apps/"))
+	p := r.URL.Path
+	if s.cfg.PusherPathPrefix != "" {
+		p = strings.TrimPrefix(p, s.cfg.PusherPathPrefix) // a proxy may have stripped it already
+	}
+	return strings.HasPrefix(p, "/app/") || strings.HasPrefix(p, "/apps/")
 }
 
 // withPusher sends the Pusher routes to the Pusher protocol, the rest to

@@ -24,14 +24,22 @@ import (
 const maxRequestBody = 256 << 10
 
 // Handler returns the HTTP API and the socket endpoint, for the routes
-// /app/{key} and /apps/{app_id}/..., behind the configured path prefix.
+// /app/{key} and /apps/{app_id}/..., with and without the configured path
+// prefix (a proxy may or may not strip it).
 func (p *Protocol) Handler() http.Handler {
 	mux := http.NewServeMux()
-	prefix := strings.TrimSuffix(p.cfg.PathPrefix, "/")
-	mux.HandleFunc("GET "+prefix+"/app/{key}", p.ServeWS)
+	bases := []string{""}
+	if prefix := strings.TrimSuffix(p.cfg.PathPrefix, "/"); prefix != "" {
+		bases = append(bases, prefix)
+	}
 	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request, app *App, body []byte)) {
 		method, path, _ := strings.Cut(pattern, " ")
-		mux.HandleFunc(method+" "+prefix+"/apps/{app_id}"+path, p.signed(h))
+		for _, base := range bases {
+			mux.HandleFunc(method+" "+base+"/apps/{app_id}"+path, p.signed(h))
+		}
+	}
+	for _, base := range bases {
+		mux.HandleFunc("GET "+base+"/app/{key}", p.ServeWS)
 	}
 	api("POST /events", p.events)
 	api("POST /batch_events", p.batchEvents)
@@ -69,11 +77,7 @@ func (p *Protocol) signed(h func(w http.ResponseWriter, r *http.Request, app *Ap
 			apiError(w, http.StatusBadRequest, "Could not read the request body: %v", err)
 			return
 		}
-		// The SDKs sign the path as they sent it, which a proxy serving
-		// Relay under PathPrefix keeps: the signed path is the one
-		// without it.
-		path := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(p.cfg.PathPrefix, "/"))
-		creds, err := VerifyRequest(r.Method, path, r.URL.RawQuery, body, p.cfg.Apps.Lookup, p.cfg.Now())
+		creds, err := p.verify(r, body)
 		if err != nil {
 			status := http.StatusUnauthorized
 			if pe, ok := errors.AsType[*Error](err); ok {
@@ -94,6 +98,28 @@ func (p *Protocol) signed(h func(w http.ResponseWriter, r *http.Request, app *Ap
 		}
 		h(w, r, app, body)
 	}
+}
+
+// verify checks r's signature. An SDK signs the path it sends to: with the
+// prefix of a proxy when it was told of it (pusher-php-server's path),
+// without when not (pusher-http-node); the proxy may strip the prefix or
+// not. So with a PathPrefix both the path as received and its other form
+// are tried.
+func (p *Protocol) verify(r *http.Request, body []byte) (Credentials, error) {
+	now := p.cfg.Now()
+	creds, err := VerifyRequest(r.Method, r.URL.Path, r.URL.RawQuery, body, p.cfg.Apps.Lookup, now)
+	prefix := strings.TrimSuffix(p.cfg.PathPrefix, "/")
+	if err == nil || prefix == "" || !errors.Is(err, ErrInvalidSignature) {
+		return creds, err
+	}
+	other := prefix + r.URL.Path
+	if rest, ok := strings.CutPrefix(r.URL.Path, prefix); ok {
+		other = rest
+	}
+	if c, err2 := VerifyRequest(r.Method, other, r.URL.RawQuery, body, p.cfg.Apps.Lookup, now); err2 == nil {
+		return c, nil
+	}
+	return creds, err
 }
 
 // trigger is one event of POST /events or /batch_events.

@@ -731,3 +731,57 @@ func TestWatchlist(t *testing.T) {
 		t.Fatalf("b offline: %+v", f)
 	}
 }
+
+// TestPathPrefix: behind a proxy serving Relay under /pusher, sockets and
+// signed calls work whether the proxy strips the prefix or not, and
+// whether the SDK signed the path with it or without.
+func TestPathPrefix(t *testing.T) {
+	set, _ := pusher.NewApps([]pusher.App{testApp})
+	in := relaytest.Start(t, server.Config{Pusher: set, PusherPathPrefix: "/pusher"})
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+in.Addr+"/pusher/app/key1?protocol=7", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	body := []byte(`{"name":"e","channel":"c","data":"x"}`)
+	for _, tt := range []struct{ signed, sent string }{
+		{"/pusher/apps/app1/events", "/pusher/apps/app1/events"}, // pusher-php-server with path, proxy keeps it
+		{"/pusher/apps/app1/events", "/apps/app1/events"},        // the same, proxy strips it
+		{"/apps/app1/events", "/pusher/apps/app1/events"},        // an SDK unaware of the prefix
+	} {
+		q, _ := pusher.SignRequest(testApp.Credentials, "POST", tt.signed, nil, body, time.Now())
+		resp, err := http.Post(in.URL+tt.sent+"?"+q, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("signed %s, sent to %s: %d", tt.signed, tt.sent, resp.StatusCode)
+		}
+	}
+}
+
+// TestOriginRefused: a browser from an origin -allowed-origins does not
+// list is told 4009 in the protocol (pusher-js then stops), not 403.
+func TestOriginRefused(t *testing.T) {
+	set, _ := pusher.NewApps([]pusher.App{testApp})
+	cfg := server.Config{Pusher: set}
+	cfg.API.AllowedOrigins = []string{"https://good.example"}
+	in := relaytest.Start(t, cfg)
+	for origin, want := range map[string]int{"https://evil.example": 4009, "https://good.example": 0} {
+		c, _, err := websocket.DefaultDialer.Dial("ws://"+in.Addr+"/app/key1?protocol=7", http.Header{"Origin": {origin}})
+		if err != nil {
+			t.Fatalf("%s: %v", origin, err)
+		}
+		s := newSock(t, c)
+		f := s.next()
+		if want == 0 {
+			if f.Event != "pusher:connection_established" {
+				t.Fatalf("%s: %+v", origin, f)
+			}
+		} else if code := s.closeCode(); f.Event != "pusher:error" || code != want {
+			t.Fatalf("%s: %+v, closed with %d; want pusher:error and %d", origin, f, code, want)
+		}
+		c.Close()
+	}
+}
