@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 
 go test "$@" ./...
 
-node_suites=(clients/js)
+node_suites=(clients/js internal/protocol/pusher/testdata/node)
 if ! command -v npm >/dev/null 2>&1; then
   if [ "${RELAY_REQUIRE_NODE:-}" = 1 ]; then
     echo "test.sh: npm not found and RELAY_REQUIRE_NODE=1" >&2; exit 1
