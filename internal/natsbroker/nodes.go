@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relayhq/relay/internal/relay"
@@ -191,36 +192,179 @@ type beatEntry struct {
 // heartbeats lists the nodes bucket, by key.
 func (r *roster) heartbeats(ctx context.Context, kv jetstream.KeyValue) (map[string]beatEntry, error) {
 	out := make(map[string]beatEntry)
-	err := scan(ctx, kv, ">", "heartbeat", func(e jetstream.KeyValueEntry) {
+	err := r.b.scan(ctx, kv, ">", "heartbeat", func(e kvEntry) {
 		var hb heartbeat
-		json.Unmarshal(e.Value(), &hb)
-		out[e.Key()] = beatEntry{inc: hb.Inc, rev: e.Revision()}
+		json.Unmarshal(e.value, &hb)
+		out[e.key] = beatEntry{inc: hb.Inc, rev: e.rev}
 	})
 	return out, err
 }
 
+// kvEntry is a bucket entry as scan lists it.
+type kvEntry struct {
+	key   string
+	value []byte
+	rev   uint64
+}
+
+// scanBatch is how many entries one request of scan asks for, and
+// scanWait how long the server may take to fill it.
+const (
+	scanBatch = 500
+	scanWait  = 100 * time.Millisecond
+)
+
+// scanInactive is how long the consumer of a scan that could not delete
+// it outlives its last request.
+const scanInactive = time.Minute
+
 // scan calls f with every entry kv holds now whose key matches pattern
-// (">" for all; what names the bucket in errors).
-func scan(ctx context.Context, kv jetstream.KeyValue, pattern, what string, f func(jetstream.KeyValueEntry)) error {
-	w, err := kv.Watch(ctx, pattern, jetstream.IgnoreDeletes())
-	if err != nil {
-		return err
+// (">" for all; what names the bucket in errors), and possibly with some
+// written while it runs.
+//
+// It reads an ephemeral pull consumer of the bucket's stream that starts
+// at the last message of each key (one per key: every bucket keeps one
+// revision), scanBatch entries per request, and ends once it read an entry
+// that says none is left after it, or as many as were pending when it
+// began. Entries purged meanwhile (users leaving, nodes swept) are never
+// delivered, and the server may go on counting them as pending: a request
+// that ends short of its batch (after scanWait) without either is
+// followed by a look at the stream, for the first message on the filter
+// after the last one read; if there is none the scan is complete, else it
+// asks for more. So it never waits for entries that are gone (a KV watch
+// does: it waits for as many as were pending when it began, or for one
+// that says none is left, and could wait until ctx ends while users left
+// the topic). Entries written while it runs come after those it began
+// with, in the order they were written, and it stops after reading as
+// many as were pending at the start: like a KV watch, it may leave out an
+// entry rewritten meanwhile (its earlier revision is gone) when as many
+// others were written before it. The consumer is deleted when the scan
+// ends (the server drops it after scanInactive if that fails). A gap in
+// the consumer's sequence (a delivery lost by the client) fails the scan.
+func (b *Broker) scan(ctx context.Context, kv jetstream.KeyValue, pattern, what string, f func(kvEntry)) error {
+	c := b.conn.Load()
+	if c == nil {
+		return errors.New("not running")
 	}
-	defer w.Stop()
+	stream := "KV_" + kv.Bucket()
+	prefix := "$KV." + kv.Bucket() + "."
+	filter := prefix + pattern
+	cctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	cons, err := c.js.CreateConsumer(cctx, stream, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+		FilterSubject:     filter,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: scanInactive,
+		MemoryStorage:     true,
+		Replicas:          1,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("listing the %s bucket: %w", what, err)
+	}
+	info := cons.CachedInfo()
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.Timeout)
+		c.js.DeleteConsumer(dctx, stream, info.Name)
+		cancel()
+	}()
+	if info.NumPending == 0 {
+		return nil
+	}
+	var read, last uint64 // entries read; the stream sequence of the last
 	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("the %s watch ended early", what)
+		batch, err := cons.Fetch(scanBatch, jetstream.FetchMaxWait(scanWait))
+		if err != nil {
+			return fmt.Errorf("listing the %s bucket: %w", what, err)
+		}
+		n, msgs := 0, batch.Messages()
+	fetch:
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case m, ok := <-msgs:
+				if !ok {
+					break fetch
+				}
+				meta, err := m.Metadata()
+				if err != nil {
+					return fmt.Errorf("listing the %s bucket: %w", what, err)
+				}
+				if meta.Sequence.Consumer != read+1 {
+					return fmt.Errorf("listing the %s bucket: entries %d to %d were lost on the way", what, read+1, meta.Sequence.Consumer-1)
+				}
+				n, read, last = n+1, read+1, meta.Sequence.Stream
+				if !isMarker(m.Headers()) {
+					f(kvEntry{key: strings.TrimPrefix(m.Subject(), prefix), value: m.Data(), rev: meta.Sequence.Stream})
+				}
+				if meta.NumPending == 0 || read >= info.NumPending {
+					return nil
+				}
 			}
-			if e == nil {
-				return nil
-			}
-			f(e)
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("listing the %s bucket: %w", what, err)
+		}
+		if n == scanBatch {
+			continue
+		}
+		more, err := b.anyAfter(ctx, stream, filter, last+1)
+		if err != nil {
+			return fmt.Errorf("listing the %s bucket: %w", what, err)
+		}
+		if !more {
+			return nil
 		}
 	}
+}
+
+// anyAfter reports whether stream holds a message on a subject matching
+// filter at sequence seq or later.
+func (b *Broker) anyAfter(ctx context.Context, stream, filter string, seq uint64) (bool, error) {
+	c := b.conn.Load()
+	if c == nil {
+		return false, errors.New("not running")
+	}
+	req, err := json.Marshal(struct {
+		Seq  uint64 `json:"seq"`
+		Next string `json:"next_by_subj"`
+	}{seq, filter})
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	resp, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		return false, err
+	}
+	var r struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return false, err
+	}
+	switch {
+	case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return false, nil
+	case r.Error != nil:
+		return false, r.Error
+	}
+	return r.Message != nil, nil
+}
+
+// isMarker reports whether a bucket message with headers h marks a
+// deleted or purged key (or one removed by age) rather than a value.
+func isMarker(h nats.Header) bool {
+	switch h.Get("KV-Operation") {
+	case "DEL", "PURGE":
+		return true
+	}
+	return h.Get("Nats-Marker-Reason") != ""
 }
 
 // sweep removes from every presence entry the members whose node

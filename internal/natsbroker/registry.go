@@ -429,10 +429,10 @@ type heldEntry struct {
 // heldEntries lists the registrations attached to a socket on any node.
 func (r *registry) heldEntries(ctx context.Context, kv jetstream.KeyValue) ([]heldEntry, error) {
 	var out []heldEntry
-	err := scan(ctx, kv, ">", "registry", func(e jetstream.KeyValueEntry) {
+	err := r.b.scan(ctx, kv, ">", "registry", func(e kvEntry) {
 		var v regValue
-		if json.Unmarshal(e.Value(), &v) == nil && v.Node != "" {
-			out = append(out, heldEntry{key: e.Key(), holder: v.Node, rev: e.Revision()})
+		if json.Unmarshal(e.value, &v) == nil && v.Node != "" {
+			out = append(out, heldEntry{key: e.key, holder: v.Node, rev: e.rev})
 		}
 	})
 	return out, err

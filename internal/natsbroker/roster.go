@@ -627,9 +627,9 @@ func cmpUint(a, b uint64) int {
 
 // entries calls f for every presence entry whose key matches pattern.
 func (r *roster) entries(ctx context.Context, kv jetstream.KeyValue, pattern string, f func(key string, members map[string]int, info []byte)) error {
-	return scan(ctx, kv, pattern, "presence", func(e jetstream.KeyValueEntry) {
-		if members, info, ok := decodePresence(e.Value()); ok {
-			f(e.Key(), members, info)
+	return r.b.scan(ctx, kv, pattern, "presence", func(e kvEntry) {
+		if members, info, ok := decodePresence(e.value); ok {
+			f(e.key, members, info)
 		}
 	})
 }
