@@ -31,8 +31,10 @@ type Factory struct {
 	// two.
 	Nodes int
 	// Node returns a new node's engine, already bound to n and running
-	// (Run in a goroutine that a t.Cleanup stops and waits for); Start
-	// does that for an engine.
+	// (Run in a goroutine that a t.Cleanup stops and waits for), its
+	// roster reporting transitions to n if it is a
+	// relay.TransitionReporter and n has a Transition method (a
+	// Recorder); Start does that for an engine.
 	Node func(t *testing.T, n relay.Node) relay.Engine
 	// Crash, when set, makes e (a node Node returned) die as a killed
 	// process would: no goodbye, no more heartbeats, nothing more
@@ -68,18 +70,28 @@ func Run(t *testing.T, f Factory) {
 		{"RosterInfoCrash", testRosterInfoCrash},
 		{"RosterTopics", testRosterTopics},
 		{"RosterTopicsCrash", testRosterTopicsCrash},
+		{"RosterTransitions", testRosterTransitions},
+		{"RosterTransitionsRace", testRosterTransitionsRace},
+		{"RosterTransitionsUnwatched", testRosterTransitionsUnwatched},
+		{"RosterTransitionsCrash", testRosterTransitionsCrash},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, f) })
 	}
 }
 
-// Start binds e to n, runs it until the test ends and returns it: the
-// usual body of a Factory's Node. Run must return nil once its context is
-// cancelled.
+// Start binds e to n, has its roster report transitions to n when it
+// is a relay.TransitionReporter and n takes them (a Recorder does), runs
+// it until the test ends and returns it: the usual body of a Factory's
+// Node. Run must return nil once its context is cancelled.
 func Start(t *testing.T, e relay.Engine, n relay.Node) relay.Engine {
 	t.Helper()
 	e.Bind(n)
+	if r, ok := e.Roster().(relay.TransitionReporter); ok {
+		if s, ok := n.(interface{ Transition(relay.Transition) }); ok {
+			r.ReportTransitions(s.Transition)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()

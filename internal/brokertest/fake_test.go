@@ -83,6 +83,7 @@ type fakeNode struct {
 	b        *backend
 	node     relay.Node
 	interest map[string]int
+	report   func(relay.Transition) // set before Run; called under b.mu
 }
 
 // join returns a new node of b.
@@ -276,12 +277,20 @@ func (n *fakeNode) ChangeInfo(topic string, user relay.UserID, delta int, info [
 	if users[user] == nil {
 		users[user] = map[*fakeNode]int{}
 	}
-	b.change(topic, user, func(per map[*fakeNode]int) { per[n] += delta }, info)
+	b.change(n, topic, user, func(per map[*fakeNode]int) { per[n] += delta }, info)
+}
+
+// ReportTransitions implements relay.TransitionReporter.
+func (n *fakeNode) ReportTransitions(f func(relay.Transition)) {
+	n.b.mu.Lock()
+	defer n.b.mu.Unlock()
+	n.report = f
 }
 
 // change edits user's connections per node on topic, announcing a join
-// (and keeping info) or a leave (and forgetting it). The caller holds b.mu.
-func (b *backend) change(topic string, user relay.UserID, edit func(map[*fakeNode]int), info []byte) {
+// (and keeping info) or a leave (and forgetting it), which by reports
+// (nil: nobody). The caller holds b.mu.
+func (b *backend) change(by *fakeNode, topic string, user relay.UserID, edit func(map[*fakeNode]int), info []byte) {
 	users := b.present[topic]
 	before := total(users[user])
 	edit(users[user])
@@ -306,6 +315,9 @@ func (b *backend) change(topic string, user relay.UserID, edit func(map[*fakeNod
 	default:
 		return
 	}
+	if by != nil && by.report != nil {
+		by.report(relay.Transition{Topic: topic, User: user, Info: bytes.Clone(info), Joined: kind == relay.KindJoin})
+	}
 	for _, o := range b.nodes {
 		if o.interest[topic] > 0 {
 			o.node.Fanout(&relay.Message{Kind: kind, Topic: topic, User: user, HasUser: true, Data: info})
@@ -314,16 +326,21 @@ func (b *backend) change(topic string, user relay.UserID, edit func(map[*fakeNod
 }
 
 // crash removes n as a node that died: it gets nothing more, and its
-// share of presence goes, with the leaves that causes.
+// share of presence goes, with the leaves that causes, which the first
+// surviving node reports, as the one that cleaned up.
 func (n *fakeNode) crash() {
 	b := n.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.nodes = slices.DeleteFunc(b.nodes, func(o *fakeNode) bool { return o == n })
+	var cleaner *fakeNode
+	if len(b.nodes) > 0 {
+		cleaner = b.nodes[0]
+	}
 	for topic, users := range b.present {
 		for user, per := range users {
 			if per[n] != 0 {
-				b.change(topic, user, func(per map[*fakeNode]int) { delete(per, n) }, nil)
+				b.change(cleaner, topic, user, func(per map[*fakeNode]int) { delete(per, n) }, nil)
 			}
 		}
 	}
@@ -374,4 +391,6 @@ var (
 	_ relay.Engine      = (*fakeNode)(nil)
 	_ relay.InfoRoster  = (*fakeNode)(nil)
 	_ relay.TopicLister = (*fakeNode)(nil)
+
+	_ relay.TransitionReporter = (*fakeNode)(nil)
 )

@@ -49,8 +49,10 @@ type Kicked struct {
 // Recorder is a fake relay.Node: it records a copy of every message an
 // engine fans out to it, per topic and in call order, answers Watched from
 // a set the test controls, and records every Kick. It also counts Fanout
-// calls for one topic that overlapped, which the contract forbids. It is
-// safe for concurrent use; create it with NewRecorder.
+// calls for one topic that overlapped, which the contract forbids, and
+// records the presence transitions its node's roster reports (Transition,
+// which Start hands to a relay.TransitionReporter). It is safe for
+// concurrent use; create it with NewRecorder.
 type Recorder struct {
 	// Reach is what Fanout returns: the connections a message reached on
 	// this node. Set it before the engine is bound.
@@ -62,6 +64,7 @@ type Recorder struct {
 	busy     map[string]int // Fanout calls in flight per topic
 	overlaps int
 	kicks    []Kicked
+	trans    []relay.Transition
 }
 
 // NewRecorder returns a Recorder that watches nothing and reports each
@@ -112,6 +115,30 @@ func (r *Recorder) Kick(id relay.ClientID, socket string, reason relay.CloseReas
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.kicks = append(r.kicks, Kicked{ID: id, Socket: socket, Reason: reason})
+}
+
+// Transition records t, a transition the node's roster reported
+// (relay.TransitionReporter). It never blocks.
+func (r *Recorder) Transition(t relay.Transition) {
+	t.Info = bytes.Clone(t.Info)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.trans = append(r.trans, t)
+}
+
+// Transitions returns copies of the transitions reported on topic so far,
+// in order.
+func (r *Recorder) Transitions(topic string) []relay.Transition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []relay.Transition
+	for _, t := range r.trans {
+		if t.Topic == topic {
+			t.Info = bytes.Clone(t.Info)
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // SetWatched sets what Watched answers for topic.
