@@ -48,12 +48,13 @@ func (s *subscriber) init(b *Broker) {
 	s.dirty = make(chan struct{}, 1)
 }
 
-// synced reports whether this node receives topic's messages now.
-func (s *subscriber) synced(topic string) bool {
+// syncing reports whether this node watches topic but does not receive
+// its messages yet.
+func (s *subscriber) syncing(topic string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := s.topics[topic]
-	return w != nil && w.synced
+	return w != nil && !w.synced
 }
 
 func (s *subscriber) kick() {

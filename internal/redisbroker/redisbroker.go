@@ -29,7 +29,9 @@
 // join's or leave's payload is the info the user joined with
 // (relay.InfoRoster; empty for none), which the presence script keeps in
 // P:pi from the join to the leave. An info over MaxInfoBytes (64 KiB) is
-// dropped with a warning, never truncated.
+// dropped with a warning, never truncated. The script that announces a
+// join or leave returns it to the node that ran it, which reports it
+// (relay.TransitionReporter; the dead-node clean-up returns its leaves).
 //
 // One publish is one round trip: a Lua script assigns the offset, appends
 // to the history, publishes and stores the idempotency key atomically.
@@ -333,6 +335,8 @@ var (
 	_ relay.Engine      = (*Broker)(nil)
 	_ relay.InfoRoster  = (*roster)(nil)
 	_ relay.TopicLister = (*roster)(nil)
+
+	_ relay.TransitionReporter = (*roster)(nil)
 )
 
 // EngineStats implements relay.StatsReporter.

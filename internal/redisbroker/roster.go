@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -36,8 +37,15 @@ import (
 // after an upgrade or a loss of data as soon as counts are written again)
 // and every write that deletes the hash's last field removes it, the dead
 // node's clean-up included. Topics reads it with ZRANGEBYLEX.
+//
+// It is a relay.TransitionReporter too: a script that announces a join or
+// a leave returns it to the node that ran it, which reports it (see
+// ReportTransitions). Scripts run one at a time in Redis, so of nodes
+// racing for one user only the write that takes the user's total across 0
+// sees it cross.
 type roster struct {
-	b *Broker
+	b      *Broker
+	report atomic.Pointer[func(relay.Transition)]
 
 	mu       sync.Mutex
 	counts   map[presenceKey]int      // this node's connections per topic and user
@@ -76,7 +84,12 @@ func (r *roster) init(b *Broker) {
 }
 
 // presenceScript sets one node's count of a user's connections on a topic
-// and announces a join (from none anywhere) or a leave (back to none).
+// and announces a join (from none anywhere) or a leave (back to none),
+// returning {1, info} for a join, {-1, info} for a leave, else 0 and an
+// empty string: the node that ran it reports that transition. A write
+// that changes nothing (this node's count is already count: a retry of a
+// write that did land, or a rewrite of presence Redis still has) returns
+// no transition.
 // The user's info is kept in the topic's info hash from the join to the
 // leave: the join sets it from ARGV[4] (or removes a stale one when
 // ARGV[4] is empty), the leave takes it; both carry it as their payload,
@@ -89,7 +102,7 @@ func (r *roster) init(b *Broker) {
 var presenceScript = rueidis.NewLuaScript(`
 local count = tonumber(ARGV[2])
 local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
-if count == old then return 0 end
+if count == old then return {0, ''} end
 if count > 0 then redis.call('HSET', KEYS[2], ARGV[3], count) else redis.call('HDEL', KEYS[2], ARGV[3]) end
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], count - old)
 local before = n - (count - old)
@@ -100,6 +113,7 @@ if n <= 0 then
     local info = redis.call('HGET', KEYS[4], ARGV[1]) or ''
     redis.call('HDEL', KEYS[4], ARGV[1])
     redis.call('PUBLISH', KEYS[3], "l\n0\n\n" .. ARGV[1] .. "\n" .. info)
+    return {-1, info}
   end
 else
   redis.call('ZADD', KEYS[5], 0, ARGV[5])
@@ -107,9 +121,10 @@ else
     local info = ARGV[4] or ''
     if info ~= '' then redis.call('HSET', KEYS[4], ARGV[1], info) else redis.call('HDEL', KEYS[4], ARGV[1]) end
     redis.call('PUBLISH', KEYS[3], "j\n0\n\n" .. ARGV[1] .. "\n" .. info)
+    return {1, info}
   end
 end
-return n
+return {0, ''}
 `)
 
 // presentScript reads a topic's presence and its users' infos at once.
@@ -298,16 +313,19 @@ func (r *roster) run(ctx context.Context) error {
 }
 
 // ready takes the changed counts that can be written now, with their
-// values and infos. A user's arrival on a topic waits until this node's
-// subscription to the topic is in place: its own join, published by
-// Redis, must reach it. A count back at 0 is written and forgotten.
+// values and infos. A user's arrival on a topic this node watches waits
+// until its subscription to the topic is in place: its own join,
+// published by Redis, must reach it. On a topic it does not watch (the
+// Pusher layer counts channels' occupancy on topics nobody subscribes to)
+// there is nothing to wait for. A count back at 0 is written and
+// forgotten.
 func (r *roster) ready() map[presenceKey]write {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	batch := make(map[presenceKey]write)
 	for k := range r.dirty {
 		n := r.counts[k]
-		if n > 0 && !r.b.sub.synced(k.topic) {
+		if n > 0 && r.b.sub.syncing(k.topic) {
 			continue
 		}
 		batch[k] = write{count: max(n, 0), info: r.infos[k]}
@@ -348,9 +366,79 @@ func (r *roster) apply(ctx context.Context, batch map[presenceKey]write) []prese
 	for i, res := range presenceScript.ExecMulti(ctx, b.client, execs...) {
 		if res.Error() != nil {
 			failed = append(failed, keys[i])
+			continue
+		}
+		if t, ok := transition(res, keys[i]); ok {
+			r.reportf(t)
+		} else if t.Topic == "" {
+			b.log.Warn("the presence script answered something unexpected; its transition is not reported", "topic", keys[i].topic, "user", keys[i].user)
 		}
 	}
 	return failed
+}
+
+// transition reads the presence script's answer for k: the transition
+// its write made (ok), none (ok false, Topic set), or an unexpected answer
+// (ok false, zero Transition).
+func transition(res rueidis.RedisResult, k presenceKey) (t relay.Transition, ok bool) {
+	arr, err := res.ToArray()
+	if err != nil || len(arr) != 2 {
+		return relay.Transition{}, false
+	}
+	kind, err1 := arr[0].AsInt64()
+	info, err2 := arr[1].ToString()
+	if err1 != nil || err2 != nil {
+		return relay.Transition{}, false
+	}
+	t = relay.Transition{Topic: k.topic, User: k.user, Joined: kind > 0}
+	if info != "" {
+		t.Info = []byte(info)
+	}
+	return t, kind != 0
+}
+
+// ReportTransitions implements relay.TransitionReporter: f is called, on
+// the roster's writer goroutine (or the heartbeat's, for a dead node's
+// clean-up, or Run's, for this node's own at start and at shutdown), with
+// each transition a script run by this node made:
+//
+//   - a join when this node's write took the user's total across all
+//     nodes from 0, with the info that write stored;
+//   - a leave when its write took the total back to 0, or when its
+//     clean-up of a node (a dead one, or an earlier process of this node
+//     at start, or this node's own share at shutdown) did, with the info
+//     the user joined with.
+//
+// Each script runs atomically in Redis, so of several nodes racing for
+// one user exactly one write crosses 0 and reports it, and a dead node is
+// cleaned up by exactly one script (the first removes it from P:nodes;
+// the others find it gone and do nothing). Writes are absolute counts: a
+// write retried after a timeout whose first attempt landed finds the
+// count it sets already there and reports nothing, and so does a node's
+// rewrite of its share (after a reconnect or being taken for dead) while
+// Redis still holds it. So a transition is never reported twice; it is
+// not reported at all when Redis ran the script but its answer was lost
+// (the retry changes nothing), which the join and leave messages share.
+//
+// When Redis loses its data (a restart without persistence, a flush),
+// the nodes' rewrites of their shares take each user from 0 again and
+// report joins for users that were present all along, without a leave
+// before them: webhooks then see member_added (channel_occupied) twice.
+// When the others removed this node as dead, they reported its users'
+// leaves, and the joins its rewrite reports pair with those.
+func (r *roster) ReportTransitions(f func(relay.Transition)) {
+	if f == nil {
+		r.report.Store(nil)
+		return
+	}
+	r.report.Store(&f)
+}
+
+// reportf hands t to the function ReportTransitions set, if any.
+func (r *roster) reportf(t relay.Transition) {
+	if f := r.report.Load(); f != nil {
+		(*f)(t)
+	}
 }
 
 func presenceField(k presenceKey) string { return k.topic + "\n" + k.user.String() }
@@ -371,14 +459,17 @@ func (r *roster) reassert() {
 // hold on registrations (which then expire after the grace) and its
 // heartbeat; a topic whose presence hash it empties leaves the index of
 // occupied topics. With a cutoff it does nothing unless the node's last
-// heartbeat is older. KEYS nodes, node presence, node registrations,
-// topic index. ARGV node, cutoff ms ("" for none), presence prefix,
-// channel prefix, registration prefix, grace ms, info prefix.
+// heartbeat is older. It returns the leaves it announced, for the node
+// that ran it to report: {topic, user, info, topic, user, info, …}.
+// KEYS nodes, node presence, node registrations, topic index. ARGV node,
+// cutoff ms ("" for none), presence prefix, channel prefix, registration
+// prefix, grace ms, info prefix.
 var cleanupScript = rueidis.NewLuaScript(`
 if ARGV[2] ~= "" then
   local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
-  if not last or tonumber(last) >= tonumber(ARGV[2]) then return 0 end
+  if not last or tonumber(last) >= tonumber(ARGV[2]) then return {} end
 end
+local leaves = {}
 redis.call('ZREM', KEYS[1], ARGV[1])
 local share = redis.call('HGETALL', KEYS[2])
 for i = 1, #share, 2 do
@@ -393,6 +484,9 @@ for i = 1, #share, 2 do
     local info = redis.call('HGET', ikey, user) or ''
     redis.call('HDEL', ikey, user)
     redis.call('PUBLISH', ARGV[4] .. topic, "l\n0\n\n" .. user .. "\n" .. info)
+    leaves[#leaves + 1] = topic
+    leaves[#leaves + 1] = user
+    leaves[#leaves + 1] = info
   end
 end
 redis.call('DEL', KEYS[2])
@@ -404,19 +498,40 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   end
 end
 redis.call('DEL', KEYS[3])
-return 1
+return leaves
 `)
 
 // cleanup removes node's share: at once when force (this node leaving),
-// else only if its last heartbeat is older than the node TTL.
+// else only if its last heartbeat is older than the node TTL. It reports
+// the leaves that causes (relay.TransitionReporter).
 func (b *Broker) cleanup(ctx context.Context, node string, force bool) error {
 	cutoff := ""
 	if !force {
 		cutoff = strconv.FormatInt(time.Now().Add(-b.cfg.NodeTTL).UnixMilli(), 10)
 	}
 	grace := max(b.cfg.ReconnectGrace.Milliseconds(), 1)
-	return b.exec(ctx, cleanupScript, []string{b.keys.nodes(), b.keys.nodePresence(node), b.keys.nodeRegs(node), b.keys.topics()},
-		[]string{node, cutoff, b.keys.presence(""), b.keys.channel(""), b.keys.reg(""), strconv.FormatInt(grace, 10), b.keys.info("")}).Error()
+	res := b.exec(ctx, cleanupScript, []string{b.keys.nodes(), b.keys.nodePresence(node), b.keys.nodeRegs(node), b.keys.topics()},
+		[]string{node, cutoff, b.keys.presence(""), b.keys.channel(""), b.keys.reg(""), strconv.FormatInt(grace, 10), b.keys.info("")})
+	if err := res.Error(); err != nil {
+		return err
+	}
+	leaves, err := res.AsStrSlice()
+	if err != nil || len(leaves)%3 != 0 {
+		b.log.Warn("the clean-up script answered something unexpected; the leaves it made are not reported", "node", node, "err", err)
+		return nil
+	}
+	for i := 0; i+2 < len(leaves); i += 3 {
+		user, err := strconv.ParseUint(leaves[i+1], 10, 64)
+		if err != nil {
+			continue
+		}
+		t := relay.Transition{Topic: leaves[i], User: relay.UserID(user)}
+		if leaves[i+2] != "" {
+			t.Info = []byte(leaves[i+2])
+		}
+		b.roster.reportf(t)
+	}
+	return nil
 }
 
 // heartbeat says every Heartbeat that this node is alive, sends its own
