@@ -69,7 +69,8 @@
 // removed by the first node that notices, and every node then sweeps the
 // presence bucket for members of incarnations without a heartbeat,
 // announcing one leave per user whose count falls to zero (the write that
-// empties an entry announces it, so once), and releases the registrations
+// empties an entry announces it, so once; the node that made that write
+// reports it, relay.TransitionReporter), and releases the registrations
 // such nodes held (they expire after ReconnectGrace). A node that finds
 // its heartbeat gone starts a new incarnation: it writes its presence
 // again and claims back the registrations its sockets still hold.

@@ -1,6 +1,10 @@
 package natsbroker
 
-import "context"
+import (
+	"context"
+
+	"github.com/relayhq/relay/internal/relay"
+)
 
 // Crash closes b's connection to NATS as a dying process would: no
 // goodbye, no more heartbeats. Run still has to be cancelled.
@@ -21,4 +25,15 @@ func Reconnect(b *Broker) error {
 // TopicsLimit is Topics with another bound than MaxTopics.
 func TopicsLimit(b *Broker, ctx context.Context, prefix string, limit int) ([]string, error) {
 	return b.roster.topics(ctx, prefix, limit)
+}
+
+// Write writes b's count of user's connections on topic (with info) as
+// its presence writer does, outside its bookkeeping: writing the same
+// count twice is a retry whose first attempt landed.
+func Write(b *Broker, ctx context.Context, topic string, user relay.UserID, count int, info []byte) error {
+	r := &b.roster
+	r.mu.Lock()
+	inc := r.inc
+	r.mu.Unlock()
+	return r.write(ctx, pkey{topic, user}, count, info, inc)
 }
