@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/relayhq/relay/internal/hub"
+	"github.com/relayhq/relay/internal/protocol"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
 )
@@ -32,9 +33,9 @@ type Session struct {
 	client   *hub.Client
 	socketID string
 
+	cmds protocol.Serial[command]
+
 	mu       sync.Mutex
-	queue    []command
-	working  bool
 	channels map[string]*subscription // by channel name
 	user     string                   // signed in as, "" when not
 	control  string                   // the topic that terminates user's connections
@@ -158,45 +159,9 @@ func (s *Session) HandleText(c *ws.Conn, msg []byte) {
 		s.send(errorFrame(0, `Invalid message: expected a JSON object with an "event"`))
 		return
 	}
-	if cmd.Event == "pusher:ping" || cmd.Event == "pusher:pong" {
-		s.mu.Lock()
-		idle := !s.working
-		s.mu.Unlock()
-		if idle {
-			s.run(cmd)
-			return
-		}
-	}
-	s.mu.Lock()
-	if len(s.queue) >= maxQueued {
-		s.mu.Unlock()
+	inline := cmd.Event == "pusher:ping" || cmd.Event == "pusher:pong"
+	if !s.cmds.Do(cmd, inline, maxQueued, s.run) {
 		s.send(errorFrame(0, fmt.Sprintf("more than %d events are waiting for earlier ones; slow down", maxQueued)))
-		return
-	}
-	s.queue = append(s.queue, cmd)
-	start := !s.working
-	s.working = true
-	s.mu.Unlock()
-	if start {
-		go s.work()
-	}
-}
-
-// work runs the queued commands until none is left.
-func (s *Session) work() {
-	for {
-		s.mu.Lock()
-		if len(s.queue) == 0 {
-			s.working = false
-			s.queue = nil
-			s.mu.Unlock()
-			return
-		}
-		cmd := s.queue[0]
-		s.queue[0] = command{}
-		s.queue = s.queue[1:]
-		s.mu.Unlock()
-		s.run(cmd)
 	}
 }
 

@@ -12,11 +12,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/relayhq/relay/internal/hub"
 	"github.com/relayhq/relay/internal/jsonwire"
+	"github.com/relayhq/relay/internal/protocol"
 	"github.com/relayhq/relay/internal/relay"
 	"github.com/relayhq/relay/internal/ws"
 )
@@ -114,9 +114,7 @@ type Session struct {
 	p      *Protocol
 	client *hub.Client // nil when the attach failed
 
-	mu      sync.Mutex
-	queue   []command // waiting for the worker
-	working bool      // a worker runs; commands must queue behind it
+	cmds protocol.Serial[command]
 }
 
 // maxQueuedCommands bounds the commands one socket may have waiting for
@@ -141,40 +139,11 @@ func (s *Session) HandleText(c *ws.Conn, msg []byte) {
 	if err != nil {
 		cmd.refused = err // answered in turn, after the commands before it
 	}
-	s.mu.Lock()
-	if !s.working && (cmd.refused != nil || cmd.Type != "subscribe" && cmd.Type != "") {
-		s.mu.Unlock()
-		s.run(c, cmd) // never waits: unsubscribe, ping, or an error
-		return
-	}
-	if len(s.queue) >= maxQueuedCommands {
-		s.mu.Unlock()
+	// Unsubscribe, ping and errors never wait: they run at once unless
+	// subscribes are queued before them.
+	inline := cmd.refused != nil || cmd.Type != "subscribe" && cmd.Type != ""
+	if !s.cmds.Do(cmd, inline, maxQueuedCommands, func(cmd command) { s.run(c, cmd) }) {
 		s.reply(c, errorFrame(cmd.ID, "limit_exceeded", fmt.Sprintf("more than %d commands are waiting for earlier subscribes; wait for their replies", maxQueuedCommands)))
-		return
-	}
-	s.queue = append(s.queue, cmd)
-	start := !s.working
-	s.working = true
-	s.mu.Unlock()
-	if start {
-		go s.work(c)
-	}
-}
-
-// work runs the queued commands until none is left.
-func (s *Session) work(c *ws.Conn) {
-	for {
-		s.mu.Lock()
-		if len(s.queue) == 0 {
-			s.working = false
-			s.mu.Unlock()
-			return
-		}
-		cmd := s.queue[0]
-		s.queue[0] = command{}
-		s.queue = s.queue[1:]
-		s.mu.Unlock()
-		s.run(c, cmd)
 	}
 }
 
