@@ -173,3 +173,33 @@ func waitSet(t *testing.T, sink *hookSink, want []string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestWebhooksAcrossNodes: two nodes on each networked engine send each
+// webhook once: the channel is occupied once and vacated once though its
+// subscribers are on both nodes, and a user with sockets on both is added
+// and removed once.
+func TestWebhooksAcrossNodes(t *testing.T) {
+	for name, url := range relaytest.Engines {
+		t.Run(name, func(t *testing.T) {
+			sink := &hookSink{t: t}
+			hs := httptest.NewServer(sink)
+			t.Cleanup(hs.Close)
+			app := testApp
+			app.WebhookURL = hs.URL
+			set, _ := pusher.NewApps([]pusher.App{app})
+			nodes := relaytest.Cluster(t, 2, url, server.Config{Pusher: set, PusherVacateDelay: 200 * time.Millisecond})
+			a, b := connect(t, nodes[0]), connect(t, nodes[1])
+			presence(t, a, "presence-x", "u1", "{}")
+			presence(t, b, "presence-x", "u1", "{}")
+			waitSet(t, sink, []string{"channel_occupied presence-x", "member_added presence-x u1"})
+			a.c.Close()
+			time.Sleep(500 * time.Millisecond) // past the vacate delay: b still holds the channel
+			b.c.Close()
+			waitSet(t, sink, []string{"channel_occupied presence-x", "member_added presence-x u1", "member_removed presence-x u1", "channel_vacated presence-x"})
+			time.Sleep(500 * time.Millisecond)
+			if got := sink.got(); len(got) != 4 {
+				t.Fatalf("webhook events after the last socket: %v, want 4", got)
+			}
+		})
+	}
+}
