@@ -201,7 +201,7 @@ func (b *Broker) publishStored(ctx context.Context, c *conn, inf *infra, m *rela
 	if opts.IdempotencyKey != "" {
 		msgID = idemKey(m, opts.IdempotencyKey)
 	}
-	for range maxPublishAttempts {
+	for try := range maxPublishAttempts {
 		if !p.known {
 			if h := b.pubs.hint(p); h.seq > p.last.seq {
 				p.last, p.known = h, true
@@ -232,7 +232,14 @@ func (b *Broker) publishStored(ctx context.Context, c *conn, inf *infra, m *rela
 		}
 		ack, err := c.js.PublishMsg(ctx, msg)
 		if isWrongLastSeq(err) {
-			p.known = false // another node published: read its position and retry
+			// Another node published: read its position and retry, after
+			// a short random wait that grows with the losses, so that
+			// nodes racing on one busy topic take turns instead of one
+			// losing every round.
+			p.known = false
+			if err := contended(ctx, min(try/4, 4)); err != nil {
+				return relay.Receipt{}, unavailable("waiting to retry", err)
+			}
 			continue
 		}
 		if err != nil {
