@@ -654,6 +654,12 @@ type SubscribeOptions struct {
 	// refuse on purpose): Relay's topic rules and MaxTopicLength do not
 	// apply.
 	Checked bool
+	// Hold keeps what arrives for the socket on the topics (presence
+	// events included) until Ready has run, as recovery does, without
+	// reading history: a protocol whose acknowledgement carries the member
+	// list (Pusher's subscription_succeeded) must send it before any
+	// member event, or the client's list ends up wrong.
+	Hold bool
 	// Internal marks topics a protocol subscribes to for its own ends (a
 	// Pusher user's control and watchlist topics): -max-topics, which is
 	// about what clients ask for, does not count them.
@@ -731,7 +737,7 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 	}
 	for _, t := range topics {
 		m := member{sub: sub, user: user, presence: opts.Presence}
-		if opts.History != nil {
+		if opts.History != nil || opts.Hold {
 			m.pending = new([]*relay.Message)
 		}
 		present, added := h.join(t, m, info)
@@ -783,7 +789,7 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 		for _, m := range r.Replay {
 			sub.Deliver(&relay.Delivery{Msg: m})
 		}
-		if j.added && opts.History != nil {
+		if j.added && (opts.History != nil || opts.Hold) {
 			h.goLive(j.name, sub, r.Position)
 		}
 	}

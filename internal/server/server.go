@@ -239,9 +239,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { return s.API.Run(ctx) })
-	if s.Pusher != nil {
-		g.Go(func() error { return s.Pusher.Run(ctx) })
-	}
+
 	g.Go(func() error { return s.logs.Run(ctx) })
 	defer s.logs.Flush() // what was suppressed during the shutdown
 	g.Go(func() error { return s.Dashboard.Run(ctx) })
@@ -250,8 +248,16 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// hand their registrations back to it (clients reconnect elsewhere).
 	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopEngine()
+	// The Pusher webhooks outlive the engine: it reports the leaves of
+	// this node's presence as it stops, and they are sent from here.
+	pusherCtx, stopPusher := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPusher()
+	if s.Pusher != nil {
+		g.Go(func() error { return s.Pusher.Run(pusherCtx) })
+	}
 	g.Go(func() error {
 		err := s.Engine.Run(engineCtx)
+		stopPusher()
 		if err == nil && ctx.Err() == nil {
 			err = errors.New("the engine stopped")
 		}
@@ -259,6 +265,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	})
 	g.Go(func() error {
 		err := s.WS.Run(ctx, s.cfg.ShutdownTimeout)
+		if s.Pusher != nil {
+			s.Pusher.Flush() // the closed sockets' channels are vacated now
+		}
 		s.Hub.Settle() // the closed sockets' registrations reach the engine
 		stopEngine()
 		return err

@@ -63,6 +63,10 @@ const (
 	MaxAppIDLength = 64
 )
 
+// maxMemberInfo is the most member info the engines keep (Redis and NATS
+// drop larger ones); a user_info is a little smaller than its member info.
+const maxMemberInfo = 60 << 10
+
 // WithDefaults returns a with every unset option at its default.
 func (a App) WithDefaults() App {
 	def := func(v *int, d int) {
@@ -99,6 +103,8 @@ func (a App) Check() error {
 		return fmt.Errorf("app %s: secret must be at least 16 characters (generate one with openssl rand -hex 20)", a.ID)
 	case a.ActivityTimeout < 0 || a.ActivityTimeout%time.Second != 0:
 		return fmt.Errorf("app %s: activity_timeout %v must be a whole number of seconds (pusher-js refuses fractions and 0)", a.ID, a.ActivityTimeout)
+	case a.MaxMemberInfo > maxMemberInfo:
+		return fmt.Errorf("app %s: max_member_info must be at most %d bytes (the engines keep no larger member info)", a.ID, maxMemberInfo)
 	case a.MaxPresenceMembers < 0 || a.MaxMemberInfo < 0 || a.MaxEventData < 0 || a.MaxTriggerChannels < 0 || a.MaxBatch < 0 || a.ClientEventRate < 0:
 		return fmt.Errorf("app %s: limits must not be negative", a.ID)
 	}

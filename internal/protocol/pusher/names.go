@@ -261,11 +261,17 @@ func ValidateClientEventName(name string) error {
 	return ValidateEventName(name)
 }
 
+// maxSocketID bounds a socket id an event may name.
+const maxSocketID = 48
+
 // ValidateSocketID checks a socket id: digits, a dot, digits (the
-// pusher-http-node check /^\d+\.\d+$/, message "Invalid socket id: '…'").
+// pusher-http-node check /^\d+\.\d+$/, message "Invalid socket id: '…'"),
+// at most maxSocketID bytes.
 func ValidateSocketID(id string) error {
 	before, after, ok := strings.Cut(id, ".")
-	if !ok || !allDigits(before) || !allDigits(after) {
+	// At most maxSocketID bytes: Relay's own are at most 33, and an event
+	// stores the id it leaves out before its frame (see event.go).
+	if !ok || len(id) > maxSocketID || !allDigits(before) || !allDigits(after) {
 		return newError(ErrInvalidSocketID, "Invalid socket id: '%s'", id)
 	}
 	return nil
@@ -292,6 +298,13 @@ func ValidateUserID(id string) error {
 	}
 	if jsLen(id) > MaxUserIDLength {
 		return newError(ErrInvalidUserID, "User id too long (more than %d characters): '%s'", MaxUserIDLength, id)
+	}
+	// Ids name Relay's internal topics (a user's online and control
+	// topics) and the engines' keys: no control characters.
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f {
+			return newError(ErrInvalidUserID, "Invalid user id: control characters are not allowed: %q", id)
+		}
 	}
 	return nil
 }

@@ -289,9 +289,13 @@ func (p *Protocol) publish(ctx context.Context, app *App, e Event, exclude strin
 		return r, err
 	}
 	if ch, perr := ParseChannel(e.Channel); perr == nil && !ch.Kind.RequiresAuth() && !ch.Kind.IsServerToUser() {
-		_, err = p.cfg.Broker.Publish(ctx, &relay.Message{Topic: BridgeTopic(app.ID, e.Channel), Data: e.Frame()}, relay.PublishOptions{})
+		// The event is published: a failed copy to the bridge is logged,
+		// not answered as a failure the client would retry (a duplicate).
+		if _, berr := p.cfg.Broker.Publish(ctx, &relay.Message{Topic: BridgeTopic(app.ID, e.Channel), Data: e.Frame()}, relay.PublishOptions{}); berr != nil {
+			p.warn("an event could not be copied to its bridge topic", slog.String("app", app.ID), slog.String("channel", e.Channel), slog.Any("err", berr))
+		}
 	}
-	return r, err
+	return r, nil
 }
 
 // BridgeTopic is the Relay topic that bridges a public channel to seed and
@@ -310,12 +314,9 @@ const countDelay = 500 * time.Millisecond
 // countDelay at most, from each node where subscriptions changed, with the
 // count of every node.
 func (p *Protocol) countChanged(app *App, channel string) {
-	if !app.SubscriptionCount {
-		return
-	}
 	ch, err := ParseChannel(channel)
-	if err != nil || ch.Kind.IsPresence() || ch.Kind.IsCache() || ch.Kind.IsServerToUser() {
-		return // presence has member counts; a count must not become a cache's last event
+	if err != nil || !counts(app, ch) {
+		return
 	}
 	topic := Topic(app.ID, channel)
 	p.countMu.Lock()
@@ -345,6 +346,17 @@ func (p *Protocol) countChanged(app *App, channel string) {
 		data := jsonString(mustJSON(struct {
 			Count int `json:"subscription_count"`
 		}{n}))
-		p.cfg.Broker.Publish(ctx, &relay.Message{Topic: topic, Data: Event{Event: "pusher_internal:subscription_count", Channel: channel, Data: data}.Encode("")}, relay.PublishOptions{})
+		p.cfg.Broker.Publish(ctx, &relay.Message{Topic: countTopic(app.ID, channel), Data: Event{Event: "pusher_internal:subscription_count", Channel: channel, Data: data}.Encode("")}, relay.PublishOptions{})
 	})
 }
+
+// counts reports whether the subscribers of ch are sent its
+// subscription_count: on public and private channels of the apps that ask
+// for it (presence channels have member counts).
+func counts(app *App, ch Channel) bool {
+	return app.SubscriptionCount && !ch.Kind.IsPresence() && !ch.Kind.IsServerToUser()
+}
+
+// countTopic carries a channel's subscription_count events, apart from
+// the channel's own stream and history.
+func countTopic(app, channel string) string { return Topic(app, "#count/"+channel) }

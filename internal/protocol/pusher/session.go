@@ -36,6 +36,7 @@ type Session struct {
 	cmds protocol.Serial[command]
 
 	mu       sync.Mutex
+	closed   bool                     // HandleClose ran: nothing more subscribes
 	channels map[string]*subscription // by channel name
 	user     string                   // signed in as, "" when not
 	control  string                   // the topic that terminates user's connections
@@ -47,6 +48,9 @@ type subscription struct {
 	kind   Kind
 	member *Member      // presence: who the socket is there
 	key    relay.UserID // presence: member's roster key
+	// counted: the channel's occupancy and subscription count include
+	// the socket (set once subscribed, under the session's mu).
+	counted bool
 }
 
 // command is one event a client sent.
@@ -142,9 +146,12 @@ func (s *Session) Close(reason relay.CloseReason) { s.conn.Close(reason) }
 func (s *Session) HandleClose(c *ws.Conn) {
 	s.p.cfg.Hub.Detach(s.client, s)
 	s.mu.Lock()
-	for name := range s.channels {
-		s.p.occ.change(s.app, name, -1)
-		s.p.countChanged(s.app, name)
+	s.closed = true
+	for name, sub := range s.channels {
+		if sub.counted {
+			s.p.occ.change(s.app, name, -1)
+			s.p.countChanged(s.app, name)
+		}
 	}
 	s.channels = nil
 	s.mu.Unlock()
@@ -167,8 +174,14 @@ func (s *Session) HandleText(c *ws.Conn, msg []byte) {
 
 func (s *Session) send(frame []byte) { s.conn.SendText(frame) }
 
-// run executes one event.
+// run executes one event; none once the socket closed.
 func (s *Session) run(cmd command) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return
+	}
 	switch {
 	case cmd.Event == "pusher:ping":
 		s.send([]byte(`{"event":"pusher:pong","data":"{}"}`))
@@ -269,14 +282,26 @@ func (s *Session) subscribe(name, auth, channelData string) {
 		return
 	}
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
 	if s.channels == nil {
 		s.channels = make(map[string]*subscription)
 	}
+	// The socket's own member key must be known before the hub delivers
+	// its join, which Subscribe does: the entry goes in first.
 	prev := s.channels[name]
-	s.channels[name] = sub
+	if prev == nil {
+		s.channels[name] = sub
+	} else {
+		// Subscribed already (pusher-js resubscribes only on a new socket):
+		// answer again and change nothing.
+		sub = prev
+	}
 	s.mu.Unlock()
-	opts := hub.SubscribeOptions{Checked: true, Presence: sub.member != nil}
-	if sub.member != nil {
+	opts := hub.SubscribeOptions{Checked: true, Hold: true, Presence: sub.member != nil}
+	if sub.member != nil && prev == nil {
 		opts.Member = &hub.Member{User: sub.key, Info: memberInfo(*sub.member)}
 	}
 	if ch.Kind.IsCache() {
@@ -288,25 +313,13 @@ func (s *Session) subscribe(name, auth, channelData string) {
 			s.sendCached(ctx, name, topic, r.Position)
 		}
 	}
-	if prev != nil {
-		// Subscribed already: pusher-js resubscribes only after a
-		// reconnect, on a new socket; answer again and change nothing.
-		opts.Presence, opts.Member = prev.member != nil, nil
-		s.mu.Lock()
-		s.channels[name] = prev
-		s.mu.Unlock()
-		sub = prev
-	}
-	if prev == nil {
-		s.p.occ.change(s.app, name, +1)
-		defer s.p.countChanged(s.app, name)
-	}
 	if err := s.p.cfg.Hub.Subscribe(ctx, s.client, s, []string{topic}, opts); err != nil {
 		if prev == nil {
 			s.mu.Lock()
-			delete(s.channels, name)
+			if s.channels[name] == sub {
+				delete(s.channels, name)
+			}
 			s.mu.Unlock()
-			s.p.occ.change(s.app, name, -1)
 		}
 		kind, status := "ServerError", 503
 		switch {
@@ -316,6 +329,24 @@ func (s *Session) subscribe(name, auth, channelData string) {
 			kind, status = "InvalidChannel", 400
 		}
 		s.send(subscriptionError(name, kind, relay.Detail(err), status))
+		return
+	}
+	if prev != nil {
+		return
+	}
+	// Counted once subscribed, unless the socket closed meanwhile (its
+	// HandleClose then took nothing off for this channel).
+	s.mu.Lock()
+	sub.counted = !s.closed && s.channels[name] == sub
+	s.mu.Unlock()
+	if sub.counted {
+		s.p.occ.change(s.app, name, +1)
+		if counts(s.app, ch) {
+			// subscription_count events come on a topic of their own, so
+			// that they take no place in the channel's history.
+			s.p.cfg.Hub.Subscribe(ctx, s.client, s, []string{countTopic(s.app.ID, name)}, hub.SubscribeOptions{Checked: true, Internal: true})
+		}
+		s.p.countChanged(s.app, name)
 	}
 }
 
@@ -406,13 +437,15 @@ func (s *Session) sendCached(ctx context.Context, name, topic string, at relay.P
 // on is ignored, as Pusher does.
 func (s *Session) unsubscribe(name string) {
 	s.mu.Lock()
-	_, ok := s.channels[name]
+	sub := s.channels[name]
 	delete(s.channels, name)
 	s.mu.Unlock()
-	if ok {
-		s.p.cfg.Hub.Unsubscribe(s.client, s, []string{Topic(s.app.ID, name)})
-		s.p.occ.change(s.app, name, -1)
-		s.p.countChanged(s.app, name)
+	if sub != nil {
+		s.p.cfg.Hub.Unsubscribe(s.client, s, []string{Topic(s.app.ID, name), countTopic(s.app.ID, name)})
+		if sub.counted {
+			s.p.occ.change(s.app, name, -1)
+			s.p.countChanged(s.app, name)
+		}
 	}
 }
 

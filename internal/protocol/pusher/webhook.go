@@ -32,9 +32,11 @@ const (
 	// reconnects, within it causes neither channel_vacated nor a second
 	// channel_occupied.
 	DefaultVacateDelay = 3 * time.Second
-	// webhookQueue bounds the events waiting per app; past it new ones are
-	// dropped and counted.
-	webhookQueue = 10_000
+	// webhookQueue and webhookQueueBytes bound the events waiting per app
+	// (client events carry up to max_event_data each); past them new ones
+	// are dropped and counted.
+	webhookQueue      = 10_000
+	webhookQueueBytes = 16 << 20
 	// webhookBatch bounds the events of one request.
 	webhookBatch = 100
 	// webhookTries and webhookBackoff: a failed request (no answer, or
@@ -42,6 +44,9 @@ const (
 	webhookTries   = 5
 	webhookBackoff = time.Second
 	webhookTimeout = 10 * time.Second
+	// webhookDrain bounds how long a stopping node tries, once each, to
+	// send what is still queued (the leaves of its own sockets included).
+	webhookDrain = 5 * time.Second
 )
 
 // webhookEvent is one event of a webhook request.
@@ -60,9 +65,11 @@ type webhooks struct {
 	client *http.Client
 	log    func(msg string, attrs ...slog.Attr)
 
-	mu    sync.Mutex
-	queue []webhookEvent
-	wake  chan struct{}
+	mu      sync.Mutex
+	queue   []webhookEvent
+	queued  int  // bytes of the queued events' data
+	stopped bool // run has returned: add drops
+	wake    chan struct{}
 
 	sent, failed, dropped atomic.Uint64
 }
@@ -73,13 +80,15 @@ func newWebhooks(app *App, log func(string, ...slog.Attr)) *webhooks {
 
 // add queues e; it never blocks.
 func (w *webhooks) add(e webhookEvent) {
+	size := len(e.Data) + len(e.Channel) + 64
 	w.mu.Lock()
-	if len(w.queue) >= webhookQueue {
+	if w.stopped || len(w.queue) >= webhookQueue || w.queued+size > webhookQueueBytes {
 		w.mu.Unlock()
 		w.dropped.Add(1)
 		return
 	}
 	w.queue = append(w.queue, e)
+	w.queued += size
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -87,44 +96,57 @@ func (w *webhooks) add(e webhookEvent) {
 	}
 }
 
-// run sends until ctx ends; what is still queued then is dropped.
+// run sends until ctx ends, then tries once more, within webhookDrain,
+// what is still queued; the rest is dropped and counted.
 func (w *webhooks) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), webhookDrain)
+			defer cancel()
+			for batch := w.take(); batch != nil; batch = w.take() {
+				w.send(dctx, batch, 1)
+			}
 			w.mu.Lock()
-			w.dropped.Add(uint64(len(w.queue)))
-			w.queue = nil
+			w.stopped = true
 			w.mu.Unlock()
 			return
 		case <-w.wake:
 		}
-		for {
-			w.mu.Lock()
-			n := min(len(w.queue), webhookBatch)
-			batch := append([]webhookEvent(nil), w.queue[:n]...)
-			w.queue = w.queue[n:]
-			if len(w.queue) == 0 {
-				w.queue = nil
-			}
-			w.mu.Unlock()
-			if n == 0 {
-				break
-			}
-			w.send(ctx, batch)
+		for batch := w.take(); batch != nil; batch = w.take() {
+			w.send(ctx, batch, webhookTries)
 		}
 	}
 }
 
-// send posts one batch, retrying with back-off.
-func (w *webhooks) send(ctx context.Context, events []webhookEvent) {
+// take removes the next batch from the queue; nil when it is empty.
+func (w *webhooks) take() []webhookEvent {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := min(len(w.queue), webhookBatch)
+	if n == 0 {
+		return nil
+	}
+	batch := append([]webhookEvent(nil), w.queue[:n]...)
+	for _, e := range batch {
+		w.queued -= len(e.Data) + len(e.Channel) + 64
+	}
+	w.queue = w.queue[n:]
+	if len(w.queue) == 0 {
+		w.queue = nil
+	}
+	return batch
+}
+
+// send posts one batch, trying up to tries times with back-off.
+func (w *webhooks) send(ctx context.Context, events []webhookEvent, tries int) {
 	body := mustJSON(struct {
 		TimeMS int64          `json:"time_ms"`
 		Events []webhookEvent `json:"events"`
 	}{time.Now().UnixMilli(), events})
 	wait := webhookBackoff
 	var last string
-	for try := 1; try <= webhookTries; try++ {
+	for try := 1; try <= tries; try++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.app.WebhookURL, bytes.NewReader(body))
 		if err != nil {
 			last = err.Error()
@@ -144,7 +166,7 @@ func (w *webhooks) send(ctx context.Context, events []webhookEvent) {
 		} else {
 			last = err.Error()
 		}
-		if try == webhookTries {
+		if try == tries {
 			break
 		}
 		select {
@@ -173,8 +195,10 @@ type occupancy struct {
 	p      *Protocol
 	roster relay.Roster // nil: counted here
 
-	mu     sync.Mutex
-	counts map[string]int // topic → subscriptions, without a roster
+	mu       sync.Mutex
+	counts   map[string]int         // topic → subscriptions, without a roster
+	pending  map[*time.Timer]string // late decrements not yet applied, by topic
+	stopping bool                   // Flush ran: decrements apply at once
 }
 
 func (o *occupancy) change(app *App, channel string, delta int) {
@@ -182,11 +206,44 @@ func (o *occupancy) change(app *App, channel string, delta int) {
 		return
 	}
 	topic := Topic(app.ID, occupancyPrefix+channel)
-	if delta < 0 {
-		time.AfterFunc(o.p.cfg.VacateDelay, func() { o.apply(topic, delta) })
+	o.mu.Lock()
+	if delta > 0 || o.stopping {
+		o.mu.Unlock()
+		o.apply(topic, delta)
 		return
 	}
-	o.apply(topic, delta)
+	var t *time.Timer
+	t = time.AfterFunc(o.p.cfg.VacateDelay, func() {
+		o.mu.Lock()
+		_, due := o.pending[t]
+		delete(o.pending, t)
+		o.mu.Unlock()
+		if due {
+			o.apply(topic, delta)
+		}
+	})
+	if o.pending == nil {
+		o.pending = map[*time.Timer]string{}
+	}
+	o.pending[t] = topic
+	o.mu.Unlock()
+}
+
+// flush applies every late decrement now, and the ones to come at once:
+// a stopping node's channels are vacated before its engine stops.
+func (o *occupancy) flush() {
+	o.mu.Lock()
+	o.stopping = true
+	due := make([]string, 0, len(o.pending))
+	for t, topic := range o.pending {
+		t.Stop()
+		due = append(due, topic)
+	}
+	o.pending = nil
+	o.mu.Unlock()
+	for _, topic := range due {
+		o.apply(topic, -1)
+	}
 }
 
 func (o *occupancy) apply(topic string, delta int) {
@@ -255,7 +312,13 @@ func (p *Protocol) webhook(app *App, e webhookEvent) {
 	}
 }
 
-// Run sends the webhooks until ctx ends.
+// Flush is called when the node stops, after its sockets closed and
+// before its engine stops: the channels they held are vacated at once.
+func (p *Protocol) Flush() { p.occ.flush() }
+
+// Run sends the webhooks until ctx ends, then what is still queued (within
+// a few seconds): end ctx after the engine stopped, so that the leaves it
+// reports as it goes are sent too.
 func (p *Protocol) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, w := range p.hooks {
