@@ -113,10 +113,24 @@ func (w *webhooks) run(ctx context.Context) {
 			return
 		case <-w.wake:
 		}
-		for batch := w.take(); batch != nil; batch = w.take() {
+		for ctx.Err() == nil {
+			batch := w.take()
+			if batch == nil {
+				break
+			}
 			w.send(ctx, batch, webhookTries)
 		}
 	}
+}
+
+// requeue puts events back at the head of the queue.
+func (w *webhooks) requeue(events []webhookEvent) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range events {
+		w.queued += len(e.Data) + len(e.Channel) + 64
+	}
+	w.queue = append(append([]webhookEvent(nil), events...), w.queue...)
 }
 
 // take removes the next batch from the queue; nil when it is empty.
@@ -138,8 +152,15 @@ func (w *webhooks) take() []webhookEvent {
 	return batch
 }
 
-// send posts one batch, trying up to tries times with back-off.
+// send posts one batch, trying up to tries times with back-off. Each
+// request is bounded by reqCtx (the drain's deadline at shutdown) and the
+// client's timeout, not by the node stopping: a batch whose back-off the
+// stop interrupts goes back to the queue for the drain.
 func (w *webhooks) send(ctx context.Context, events []webhookEvent, tries int) {
+	reqCtx := ctx
+	if tries > 1 {
+		reqCtx = context.WithoutCancel(ctx)
+	}
 	body := mustJSON(struct {
 		TimeMS int64          `json:"time_ms"`
 		Events []webhookEvent `json:"events"`
@@ -147,7 +168,7 @@ func (w *webhooks) send(ctx context.Context, events []webhookEvent, tries int) {
 	wait := webhookBackoff
 	var last string
 	for try := 1; try <= tries; try++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.app.WebhookURL, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, w.app.WebhookURL, bytes.NewReader(body))
 		if err != nil {
 			last = err.Error()
 			break
@@ -171,7 +192,7 @@ func (w *webhooks) send(ctx context.Context, events []webhookEvent, tries int) {
 		}
 		select {
 		case <-ctx.Done():
-			w.dropped.Add(uint64(len(events)))
+			w.requeue(events)
 			return
 		case <-time.After(wait):
 		}
