@@ -207,6 +207,12 @@ func (a *API) limited(l *ratelimit.Limiter, what string, h http.HandlerFunc) htt
 	}
 }
 
+// ConnectLimited wraps h, another protocol's socket endpoint, in the
+// per-address connect rate (-connect-rate) Relay's own sockets have.
+func (a *API) ConnectLimited(h http.HandlerFunc) http.HandlerFunc {
+	return a.limited(a.cfg.ConnectLimit, "connect", h)
+}
+
 // Run sweeps the rate limiters until ctx is done.
 func (a *API) Run(ctx context.Context) error {
 	return relay.Every(ctx, 10*time.Second, func(now time.Time) {

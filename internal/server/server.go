@@ -83,9 +83,11 @@ type Server struct {
 	Engine  relay.Engine
 	Broker  *memorybroker.Broker // the memory engine, nil with another
 	metrics http.Handler
-	// pusherHTTP serves the Pusher routes when there are apps.
-	pusherHTTP http.Handler
-	conns      connlimit.Stats // the main listener's connections; see ConnStats
+	// pusherHTTP serves the Pusher routes when there are apps;
+	// pusherSockets is its socket endpoint behind the connect rate.
+	pusherHTTP    http.Handler
+	pusherSockets http.HandlerFunc
+	conns         connlimit.Stats // the main listener's connections; see ConnStats
 	// logs budgets the lines clients can cause (refusals, closes) for
 	// every component, under one global cap.
 	logs *logthrottle.Throttle
@@ -174,6 +176,7 @@ func New(cfg Config, log *slog.Logger) *Server {
 		s.Pusher = pusher.New(pusher.Config{Apps: cfg.Pusher, Hub: s.Hub, Broker: s.Engine, Roster: hubCfg.Roster, WS: s.WS,
 			CheckOrigin: a.CheckOrigin, PathPrefix: cfg.PusherPathPrefix, Log: s.logs, VacateDelay: cfg.PusherVacateDelay})
 		s.pusherHTTP = s.Pusher.Handler()
+		s.pusherSockets = a.ConnectLimited(s.pusherHTTP.ServeHTTP)
 	}
 	src := metrics.Sources{Hub: s.Hub.Stats(), WS: s.WS.Stats(), API: a.Stats(), Memory: s.Broker, Conns: &s.conns, Engine: s.Engine, NodeID: cfg.NodeID}
 	if s.Pusher != nil {
@@ -327,14 +330,26 @@ func (s *Server) admin(ctx context.Context) (func() error, error) {
 // HTTP API, which authenticate with an app's key and secret, not with
 // Relay's API keys, and answer errors as Pusher does.
 func (s *Server) isPusher(r *http.Request) bool {
+	return s.pusherRoute(r) != ""
+}
+
+// pusherRoute is "app" for a Pusher socket, "apps" for the HTTP API, ""
+// for neither.
+func (s *Server) pusherRoute(r *http.Request) string {
 	if s.pusherHTTP == nil {
-		return false
+		return ""
 	}
 	p := r.URL.Path
 	if s.cfg.PusherPathPrefix != "" {
 		p = strings.TrimPrefix(p, s.cfg.PusherPathPrefix) // a proxy may have stripped it already
 	}
-	return strings.HasPrefix(p, "/app/") || strings.HasPrefix(p, "/apps/")
+	switch {
+	case strings.HasPrefix(p, "/app/"):
+		return "app"
+	case strings.HasPrefix(p, "/apps/"):
+		return "apps"
+	}
+	return ""
 }
 
 // withPusher sends the Pusher routes to the Pusher protocol, the rest to
@@ -344,7 +359,11 @@ func (s *Server) withPusher(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.isPusher(r) {
+		switch s.pusherRoute(r) {
+		case "app":
+			s.pusherSockets(w, r)
+			return
+		case "apps":
 			s.pusherHTTP.ServeHTTP(w, r)
 			return
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/relayhq/relay/internal/protocol/pusher"
+	"github.com/relayhq/relay/internal/ratelimit"
 	"github.com/relayhq/relay/internal/relaytest"
 	"github.com/relayhq/relay/internal/server"
 )
@@ -783,5 +784,29 @@ func TestOriginRefused(t *testing.T) {
 			t.Fatalf("%s: %+v, closed with %d; want pusher:error and %d", origin, f, code, want)
 		}
 		c.Close()
+	}
+}
+
+// TestConnectRate: Pusher sockets count against -connect-rate per address,
+// as Relay's own do.
+func TestConnectRate(t *testing.T) {
+	set, _ := pusher.NewApps([]pusher.App{testApp})
+	cfg := server.Config{Pusher: set}
+	cfg.API.ConnectLimit = ratelimit.New(1, 3, nil, 100)
+	in := relaytest.Start(t, cfg)
+	refused := 0
+	for range 6 {
+		c, resp, err := websocket.DefaultDialer.Dial("ws://"+in.Addr+"/app/key1?protocol=7", nil)
+		if err == nil {
+			c.Close()
+			continue
+		}
+		if resp == nil || resp.StatusCode != 429 {
+			t.Fatalf("dial: %v", err)
+		}
+		refused++
+	}
+	if refused < 2 {
+		t.Fatalf("%d of 6 quick sockets refused with 429, want at least 2 (burst 3, 1/s)", refused)
 	}
 }
