@@ -810,3 +810,13 @@ func TestConnectRate(t *testing.T) {
 		t.Fatalf("%d of 6 quick sockets refused with 429, want at least 2 (burst 3, 1/s)", refused)
 	}
 }
+
+// onEachEngine runs f against a server on the memory engine and a node on
+// each networked one.
+func onEachEngine(t *testing.T, f func(t *testing.T, in *relaytest.Instance)) {
+	set, _ := pusher.NewApps([]pusher.App{testApp})
+	t.Run("memory", func(t *testing.T) { f(t, relaytest.Start(t, server.Config{Pusher: set})) })
+	for name, url := range relaytest.Engines {
+		t.Run(name, func(t *testing.T) { f(t, relaytest.Cluster(t, 1, url, server.Config{Pusher: set})[0]) })
+	}
+}
