@@ -59,10 +59,12 @@ func dropPrefix(t testing.TB, url, prefix string) {
 	}
 }
 
-// fast are settings that make the timing of tests short.
+// fast are settings that make the timing of tests short. NodeTTL leaves
+// room for a loaded machine (CI runs every package at once, with -race):
+// at 1 s a starved heartbeat made a live node look dead.
 func fast(c *natsbroker.Config) {
-	c.Heartbeat = 100 * time.Millisecond
-	c.NodeTTL = time.Second
+	c.Heartbeat = 200 * time.Millisecond
+	c.NodeTTL = 2500 * time.Millisecond
 	c.CheckInterval = 300 * time.Millisecond
 	c.ReconnectWait = 100 * time.Millisecond
 }
