@@ -300,7 +300,12 @@ func (r *roster) writeAll(ctx context.Context, batch map[pkey]pwrite, inc string
 	var mu sync.Mutex
 	var failed []pkey
 	parallel(ctx, keys, max(r.b.cfg.Timeout, 2*time.Second), func(ctx context.Context, k pkey) {
-		if err := r.write(ctx, k, batch[k].count, batch[k].info, inc); err != nil {
+		// A write under way finishes though the node stops, so that its
+		// transition is reported: leaveAll would find it done and report
+		// nothing.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(r.b.cfg.Timeout, 2*time.Second))
+		defer cancel()
+		if err := r.write(wctx, k, batch[k].count, batch[k].info, inc); err != nil {
 			mu.Lock()
 			failed = append(failed, k)
 			mu.Unlock()

@@ -360,7 +360,10 @@ func (r *roster) apply(ctx context.Context, batch map[presenceKey]write) []prese
 			Args: []string{k.user.String(), strconv.Itoa(w.count), presenceField(k), w.info, k.topic},
 		})
 	}
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	// Not cut short by the node stopping: a write that lands must have
+	// its transition reported (the clean-up at shutdown finds nothing
+	// left to remove, so no one else would report it).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.Timeout)
 	defer cancel()
 	var failed []presenceKey
 	for i, res := range presenceScript.ExecMulti(ctx, b.client, execs...) {
