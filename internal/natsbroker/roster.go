@@ -45,11 +45,42 @@ import (
 // pay nothing, one call scans every key; see Topics).
 //
 // It is a relay.TransitionReporter too: the node whose compare-and-set
-// write announces a join or a leave reports it (see ReportTransitions).
+// write announces a join or a leave reports it (see its Transitions).
 type roster struct {
-	b      *Broker
-	wake   chan struct{} // cap 1
-	report atomic.Pointer[func(relay.Transition)]
+	b    *Broker
+	wake chan struct{} // cap 1
+	// Transitions makes the roster a relay.TransitionReporter: the function
+	// set is called, on the goroutine that wrote the entry (the roster's
+	// writer, the sweep of dead nodes, or Run's goodbye at shutdown), with
+	// each transition a write of this node made:
+	//
+	//   - a join when its write took the user's total across all members of
+	//     the entry from 0, with the info that write stored;
+	//   - a leave when its write took the total back to 0 and removed the
+	//     entry (this node's last connection going, its goodbye, or its sweep
+	//     of the members of nodes that are gone), with the info the user
+	//     joined with.
+	//
+	// Every write is a compare-and-set on the entry's revision (a removal is a
+	// purge up to that revision), so of nodes racing for one user exactly one
+	// write crosses 0: the others conflict, read the entry again and find it
+	// crossed already. Sweeps racing over one dead member are the same. A
+	// node writes its count as a value, so a write retried after a timeout
+	// whose first attempt landed finds the count already there, changes
+	// nothing and reports nothing; so does a rewrite of its presence after a
+	// reconnect while NATS still holds it, and one under a new incarnation
+	// (it replaces the old incarnation's count in the same write, so the
+	// total does not cross 0). A transition is thus never reported twice; it
+	// is not reported at all when NATS took the write but its answer was lost
+	// (the retry changes nothing), which the join and leave messages share.
+	//
+	// When NATS loses the presence bucket, the nodes' rewrites take each user
+	// from 0 again and report joins for users that were present all along,
+	// without a leave before them: webhooks then see member_added
+	// (channel_occupied) twice. When the others swept this node's members as
+	// gone, they reported those leaves, and the joins its rewrite reports
+	// pair with them.
+	relay.Transitions
 
 	mu          sync.Mutex
 	counts      map[pkey]int      // this node's connections per topic and user
@@ -437,60 +468,14 @@ func (r *roster) update(ctx context.Context, k pkey, joinInfo []byte, edit func(
 		switch {
 		case before == 0 && after > 0:
 			r.announce(k, relay.KindJoin, info)
-			r.reportf(relay.Transition{Topic: k.topic, User: k.user, Info: bytes.Clone(info), Joined: true})
+			r.Report(relay.Transition{Topic: k.topic, User: k.user, Info: bytes.Clone(info), Joined: true})
 		case before > 0 && after == 0:
 			r.announce(k, relay.KindLeave, info)
-			r.reportf(relay.Transition{Topic: k.topic, User: k.user, Info: bytes.Clone(info)})
+			r.Report(relay.Transition{Topic: k.topic, User: k.user, Info: bytes.Clone(info)})
 		}
 		return nil
 	}
 	return fmt.Errorf("the presence of user %d on %q keeps changing", k.user, k.topic)
-}
-
-// ReportTransitions implements relay.TransitionReporter: f is called, on
-// the goroutine that wrote the entry (the roster's writer, the sweep of
-// dead nodes, or Run's goodbye at shutdown), with each transition a write
-// of this node made:
-//
-//   - a join when its write took the user's total across all members of
-//     the entry from 0, with the info that write stored;
-//   - a leave when its write took the total back to 0 and removed the
-//     entry (this node's last connection going, its goodbye, or its sweep
-//     of the members of nodes that are gone), with the info the user
-//     joined with.
-//
-// Every write is a compare-and-set on the entry's revision (a removal is a
-// purge up to that revision), so of nodes racing for one user exactly one
-// write crosses 0: the others conflict, read the entry again and find it
-// crossed already. Sweeps racing over one dead member are the same. A
-// node writes its count as a value, so a write retried after a timeout
-// whose first attempt landed finds the count already there, changes
-// nothing and reports nothing; so does a rewrite of its presence after a
-// reconnect while NATS still holds it, and one under a new incarnation
-// (it replaces the old incarnation's count in the same write, so the
-// total does not cross 0). A transition is thus never reported twice; it
-// is not reported at all when NATS took the write but its answer was lost
-// (the retry changes nothing), which the join and leave messages share.
-//
-// When NATS loses the presence bucket, the nodes' rewrites take each user
-// from 0 again and report joins for users that were present all along,
-// without a leave before them: webhooks then see member_added
-// (channel_occupied) twice. When the others swept this node's members as
-// gone, they reported those leaves, and the joins its rewrite reports
-// pair with them.
-func (r *roster) ReportTransitions(f func(relay.Transition)) {
-	if f == nil {
-		r.report.Store(nil)
-		return
-	}
-	r.report.Store(&f)
-}
-
-// reportf hands t to the function ReportTransitions set, if any.
-func (r *roster) reportf(t relay.Transition) {
-	if f := r.report.Load(); f != nil {
-		(*f)(t)
-	}
 }
 
 // announce tells every node's fan-out that a user joined or left, with

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -40,12 +39,41 @@ import (
 //
 // It is a relay.TransitionReporter too: a script that announces a join or
 // a leave returns it to the node that ran it, which reports it (see
-// ReportTransitions). Scripts run one at a time in Redis, so of nodes
+// its Transitions). Scripts run one at a time in Redis, so of nodes
 // racing for one user only the write that takes the user's total across 0
 // sees it cross.
 type roster struct {
-	b      *Broker
-	report atomic.Pointer[func(relay.Transition)]
+	b *Broker
+	// Transitions makes the roster a relay.TransitionReporter: the function
+	// set is called, on the roster's writer goroutine (or the heartbeat's,
+	// for a dead node's clean-up, or Run's, for this node's own at start and
+	// at shutdown), with each transition a script run by this node made:
+	//
+	//   - a join when this node's write took the user's total across all
+	//     nodes from 0, with the info that write stored;
+	//   - a leave when its write took the total back to 0, or when its
+	//     clean-up of a node (a dead one, or an earlier process of this node
+	//     at start, or this node's own share at shutdown) did, with the info
+	//     the user joined with.
+	//
+	// Each script runs atomically in Redis, so of several nodes racing for
+	// one user exactly one write crosses 0 and reports it, and a dead node is
+	// cleaned up by exactly one script (the first removes it from P:nodes;
+	// the others find it gone and do nothing). Writes are absolute counts: a
+	// write retried after a timeout whose first attempt landed finds the
+	// count it sets already there and reports nothing, and so does a node's
+	// rewrite of its share (after a reconnect or being taken for dead) while
+	// Redis still holds it. So a transition is never reported twice; it is
+	// not reported at all when Redis ran the script but its answer was lost
+	// (the retry changes nothing), which the join and leave messages share.
+	//
+	// When Redis loses its data (a restart without persistence, a flush),
+	// the nodes' rewrites of their shares take each user from 0 again and
+	// report joins for users that were present all along, without a leave
+	// before them: webhooks then see member_added (channel_occupied) twice.
+	// When the others removed this node as dead, they reported its users'
+	// leaves, and the joins its rewrite reports pair with those.
+	relay.Transitions
 
 	mu       sync.Mutex
 	counts   map[presenceKey]int      // this node's connections per topic and user
@@ -372,7 +400,7 @@ func (r *roster) apply(ctx context.Context, batch map[presenceKey]write) []prese
 			continue
 		}
 		if t, ok := transition(res, keys[i]); ok {
-			r.reportf(t)
+			r.Report(t)
 		} else if t.Topic == "" {
 			b.log.Warn("the presence script answered something unexpected; its transition is not reported", "topic", keys[i].topic, "user", keys[i].user)
 		}
@@ -398,50 +426,6 @@ func transition(res rueidis.RedisResult, k presenceKey) (t relay.Transition, ok 
 		t.Info = []byte(info)
 	}
 	return t, kind != 0
-}
-
-// ReportTransitions implements relay.TransitionReporter: f is called, on
-// the roster's writer goroutine (or the heartbeat's, for a dead node's
-// clean-up, or Run's, for this node's own at start and at shutdown), with
-// each transition a script run by this node made:
-//
-//   - a join when this node's write took the user's total across all
-//     nodes from 0, with the info that write stored;
-//   - a leave when its write took the total back to 0, or when its
-//     clean-up of a node (a dead one, or an earlier process of this node
-//     at start, or this node's own share at shutdown) did, with the info
-//     the user joined with.
-//
-// Each script runs atomically in Redis, so of several nodes racing for
-// one user exactly one write crosses 0 and reports it, and a dead node is
-// cleaned up by exactly one script (the first removes it from P:nodes;
-// the others find it gone and do nothing). Writes are absolute counts: a
-// write retried after a timeout whose first attempt landed finds the
-// count it sets already there and reports nothing, and so does a node's
-// rewrite of its share (after a reconnect or being taken for dead) while
-// Redis still holds it. So a transition is never reported twice; it is
-// not reported at all when Redis ran the script but its answer was lost
-// (the retry changes nothing), which the join and leave messages share.
-//
-// When Redis loses its data (a restart without persistence, a flush),
-// the nodes' rewrites of their shares take each user from 0 again and
-// report joins for users that were present all along, without a leave
-// before them: webhooks then see member_added (channel_occupied) twice.
-// When the others removed this node as dead, they reported its users'
-// leaves, and the joins its rewrite reports pair with those.
-func (r *roster) ReportTransitions(f func(relay.Transition)) {
-	if f == nil {
-		r.report.Store(nil)
-		return
-	}
-	r.report.Store(&f)
-}
-
-// reportf hands t to the function ReportTransitions set, if any.
-func (r *roster) reportf(t relay.Transition) {
-	if f := r.report.Load(); f != nil {
-		(*f)(t)
-	}
 }
 
 func presenceField(k presenceKey) string { return k.topic + "\n" + k.user.String() }
@@ -532,7 +516,7 @@ func (b *Broker) cleanup(ctx context.Context, node string, force bool) error {
 		if leaves[i+2] != "" {
 			t.Info = []byte(leaves[i+2])
 		}
-		b.roster.reportf(t)
+		b.roster.Report(t)
 	}
 	return nil
 }

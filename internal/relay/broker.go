@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -213,6 +214,28 @@ type TransitionReporter interface {
 	// this node makes; it must not block (the roster may call it while
 	// holding its locks). Call it before the engine runs.
 	ReportTransitions(f func(Transition))
+}
+
+// Transitions keeps the function a TransitionReporter reports to; an
+// engine's roster embeds it. The zero value reports to nobody.
+type Transitions struct {
+	f atomic.Pointer[func(Transition)]
+}
+
+// ReportTransitions implements TransitionReporter.
+func (t *Transitions) ReportTransitions(f func(Transition)) {
+	if f == nil {
+		t.f.Store(nil)
+		return
+	}
+	t.f.Store(&f)
+}
+
+// Report hands tr to the function ReportTransitions set, if any.
+func (t *Transitions) Report(tr Transition) {
+	if f := t.f.Load(); f != nil {
+		(*f)(tr)
+	}
 }
 
 // EngineStats are a networked engine's counters, for metrics.
