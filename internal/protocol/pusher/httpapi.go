@@ -492,11 +492,8 @@ func (p *Protocol) users(w http.ResponseWriter, r *http.Request, app *App, _ []b
 	}
 	out := make([]user, 0, len(present))
 	for _, m := range present {
-		var mem struct {
-			UserID string `json:"user_id"`
-		}
-		if json.Unmarshal(m.Info, &mem) == nil && mem.UserID != "" {
-			out = append(out, user{mem.UserID})
+		if id := userIDOf(m.Info); id != "" {
+			out = append(out, user{id})
 		}
 	}
 	writeJSON(w, map[string]any{"users": out})

@@ -166,13 +166,13 @@ func Encode(m *relay.Message) []byte {
 		}
 		e := Event{Event: "pusher_internal:member_added", Channel: channel, Data: jsonString(m.Data)}
 		if m.Kind == relay.KindLeave {
-			var mem struct {
-				UserID string `json:"user_id"`
-			}
-			if json.Unmarshal(m.Data, &mem) != nil {
+			id := userIDOf(m.Data)
+			if id == "" {
 				return nil
 			}
-			e.Event, e.Data = "pusher_internal:member_removed", jsonString(mustJSON(mem))
+			e.Event, e.Data = "pusher_internal:member_removed", jsonString(mustJSON(struct {
+				UserID string `json:"user_id"`
+			}{id}))
 		}
 		return ws.EncodeText(e.Frame())
 	}
@@ -195,6 +195,20 @@ func memberInfo(m Member) []byte {
 		UserInfo json.RawMessage `json:"user_info,omitempty"`
 	}
 	return mustJSON(info(m))
+}
+
+// userIDOf reads the user_id of a member's info; "" when there is none.
+func userIDOf(info []byte) string {
+	if len(info) == 0 {
+		return ""
+	}
+	var m struct {
+		UserID string `json:"user_id"`
+	}
+	if json.Unmarshal(info, &m) != nil {
+		return ""
+	}
+	return m.UserID
 }
 
 func mustJSON(v any) []byte {

@@ -558,20 +558,6 @@ const onlinePrefix = "#online-"
 
 func onlineTopic(app, user string) string { return Topic(app, onlinePrefix+user) }
 
-// userIDOf reads the user_id of a member's info.
-func userIDOf(info []byte) string {
-	if len(info) == 0 {
-		return ""
-	}
-	var m struct {
-		UserID string `json:"user_id"`
-	}
-	if json.Unmarshal(info, &m) != nil {
-		return ""
-	}
-	return m.UserID
-}
-
 // watchlistFrame is pusher_internal:watchlist_events with one event.
 func watchlistFrame(name string, ids []string) []byte {
 	type event struct {

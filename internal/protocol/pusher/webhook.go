@@ -59,6 +59,10 @@ type webhookEvent struct {
 	SocketID string          `json:"socket_id,omitempty"`
 }
 
+// size is what e counts against the queue's bytes: its data, its channel
+// and a little for the rest.
+func (e webhookEvent) size() int { return len(e.Data) + len(e.Channel) + 64 }
+
 // webhooks is one app's sender: a bounded queue and one goroutine.
 type webhooks struct {
 	app    *App
@@ -80,7 +84,7 @@ func newWebhooks(app *App, log func(string, ...slog.Attr)) *webhooks {
 
 // add queues e; it never blocks.
 func (w *webhooks) add(e webhookEvent) {
-	size := len(e.Data) + len(e.Channel) + 64
+	size := e.size()
 	w.mu.Lock()
 	if w.stopped || len(w.queue) >= webhookQueue || w.queued+size > webhookQueueBytes {
 		w.mu.Unlock()
@@ -128,7 +132,7 @@ func (w *webhooks) requeue(events []webhookEvent) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, e := range events {
-		w.queued += len(e.Data) + len(e.Channel) + 64
+		w.queued += e.size()
 	}
 	w.queue = append(append([]webhookEvent(nil), events...), w.queue...)
 }
@@ -143,7 +147,7 @@ func (w *webhooks) take() []webhookEvent {
 	}
 	batch := append([]webhookEvent(nil), w.queue[:n]...)
 	for _, e := range batch {
-		w.queued -= len(e.Data) + len(e.Channel) + 64
+		w.queued -= e.size()
 	}
 	w.queue = w.queue[n:]
 	if len(w.queue) == 0 {
@@ -313,17 +317,15 @@ func (p *Protocol) Transition(t relay.Transition) {
 	if !strings.HasPrefix(channel, "presence-") {
 		return
 	}
-	var m struct {
-		UserID string `json:"user_id"`
-	}
-	if json.Unmarshal(t.Info, &m) != nil || m.UserID == "" {
+	id := userIDOf(t.Info)
+	if id == "" {
 		return
 	}
 	name := "member_removed"
 	if t.Joined {
 		name = "member_added"
 	}
-	w.add(webhookEvent{Name: name, Channel: channel, UserID: m.UserID})
+	w.add(webhookEvent{Name: name, Channel: channel, UserID: id})
 }
 
 // webhook queues an event of app, when it has webhooks.
