@@ -147,9 +147,6 @@ func (p *Protocol) warn(msg string, attrs ...slog.Attr) {
 // Stats returns the protocol's counters.
 func (p *Protocol) Stats() *Stats { return &p.stats }
 
-// Apps returns the apps served.
-func (p *Protocol) Apps() *Apps { return p.cfg.Apps }
-
 // Encode is the Pusher frame of a message or presence event, built once
 // per message for every Pusher subscriber (the WebSocket server's encoder
 // of relay.FormatPusher). Messages that are no Pusher event have none.
