@@ -694,10 +694,9 @@ type Subscribed struct {
 	// Existing reports that the socket was already subscribed: only its
 	// presence flag changed, and nothing is replayed.
 	Existing bool
-	// Users present before this socket, when presence was asked for.
-	Users []relay.UserID
-	// Members are Users with their connections and, for members that
-	// joined with SubscribeOptions.Member, their Info.
+	// Members are the users present before this socket, when presence was
+	// asked for, with their connections and, for members that joined with
+	// SubscribeOptions.Member, their Info.
 	Members []relay.Present
 }
 
@@ -758,12 +757,6 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 		r := Subscribed{Members: j.present, Existing: !j.added}
 		if opts.Presence && h.cfg.Roster != nil {
 			r.Members = h.present(ctx, j.name, user, j.added)
-		}
-		if opts.Presence {
-			r.Users = make([]relay.UserID, len(r.Members))
-			for i, p := range r.Members {
-				r.Users[i] = p.User
-			}
 		}
 		if opts.History != nil {
 			since, want := opts.Since[j.name]

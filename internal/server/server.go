@@ -242,7 +242,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { return s.API.Run(ctx) })
-
 	g.Go(func() error { return s.logs.Run(ctx) })
 	defer s.logs.Flush() // what was suppressed during the shutdown
 	g.Go(func() error { return s.Dashboard.Run(ctx) })

@@ -210,12 +210,13 @@ func (s *Session) subscribe(c *ws.Conn, cmd command) error {
 		Ready: func(topic string, r hub.Subscribed) {
 			rep := frame{Type: "subscribed", ID: cmd.ID, Topic: topic, Offset: &r.Position.Offset, Epoch: &r.Position.Epoch, Recovered: &r.Recovered}
 			if cmd.Presence {
-				users := r.Users
-				if users == nil {
-					users = []relay.UserID{}
+				members := r.Members
+				if len(members) > maxPresenceUsers {
+					members, rep.UsersTruncated = members[:maxPresenceUsers], true
 				}
-				if len(users) > maxPresenceUsers {
-					users, rep.UsersTruncated = users[:maxPresenceUsers], true
+				users := make([]relay.UserID, len(members))
+				for i, p := range members {
+					users[i] = p.User
 				}
 				rep.Users = &users
 			}
