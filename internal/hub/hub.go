@@ -173,9 +173,9 @@ type Client struct {
 	// foreign clients speak another protocol (Pusher): they have no Relay
 	// user, so they are not in the user index either.
 	foreign bool
-	// internal counts the topics subscribed with SubscribeOptions.Internal,
-	// which the topic limit leaves out.
-	internal int
+	// internal lists the topics subscribed with SubscribeOptions.Internal,
+	// which the topic limit leaves out (a few per client, when any).
+	internal []string
 
 	mu     sync.Mutex
 	sub    relay.Subscriber // the live socket, nil while disconnected
@@ -725,7 +725,7 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 			fresh++
 		}
 	}
-	if !opts.Internal && len(c.topics)-c.internal+fresh > h.cfg.MaxTopics {
+	if !opts.Internal && len(c.topics)-len(c.internal)+fresh > h.cfg.MaxTopics {
 		c.mu.Unlock()
 		return h.tooMany()
 	}
@@ -743,7 +743,7 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, sub relay.Subscriber, to
 		if added {
 			c.topics = append(c.topics, t)
 			if opts.Internal {
-				c.internal++
+				c.internal = append(c.internal, t)
 			}
 		}
 		list = append(list, joined{t, present, added})
@@ -860,6 +860,9 @@ func (h *Hub) Unsubscribe(c *Client, sub relay.Subscriber, topics []string) erro
 	}
 	clear(c.topics[len(kept):])
 	c.topics = kept
+	if len(c.internal) > 0 {
+		c.internal = slices.DeleteFunc(c.internal, drop.has)
+	}
 	return nil
 }
 

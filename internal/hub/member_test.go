@@ -90,3 +90,31 @@ func (e *eventSub) Deliver(d *relay.Delivery) bool {
 }
 
 func (e *eventSub) Close(relay.CloseReason) {}
+
+// TestInternalTopicsOutsideLimit: internal topics do not count against
+// MaxTopics, and unsubscribing them gives nothing back to the client's own
+// topics: the limit holds after any number of internal comings and goings.
+func TestInternalTopicsOutsideLimit(t *testing.T) {
+	h := hub.New(hub.Config{MaxTopics: 2}, nil)
+	s := &recorder{}
+	c := h.ConnectForeign(s)
+	ctx := context.Background()
+	for i := range 5 {
+		internal := fmt.Sprintf("*internal/%d", i)
+		if err := h.Subscribe(ctx, c, s, []string{internal}, hub.SubscribeOptions{Checked: true, Internal: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Unsubscribe(c, s, []string{internal}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Subscribe(ctx, c, s, []string{"*keep"}, hub.SubscribeOptions{Checked: true, Internal: true})
+	for _, topic := range []string{"a", "b"} {
+		if err := h.Subscribe(ctx, c, s, []string{topic}, hub.SubscribeOptions{}); err != nil {
+			t.Fatalf("%s: %v", topic, err)
+		}
+	}
+	if err := h.Subscribe(ctx, c, s, []string{"c"}, hub.SubscribeOptions{}); !errors.Is(err, relay.ErrLimit) {
+		t.Fatalf("a third topic with MaxTopics 2: %v, want ErrLimit", err)
+	}
+}
