@@ -87,7 +87,8 @@ func (s *Session) Deliver(d *relay.Delivery) bool {
 			}
 		}
 	case relay.KindJoin, relay.KindLeave:
-		if ch := channelOf(m.Topic); strings.HasPrefix(ch, onlinePrefix) {
+		ch := channelOf(m.Topic)
+		if strings.HasPrefix(ch, onlinePrefix) {
 			// A watched user came online or went offline (the socket's
 			// own online topic has no presence events).
 			if id := userIDOf(m.Data); id != "" {
@@ -103,7 +104,7 @@ func (s *Session) Deliver(d *relay.Delivery) bool {
 			break
 		}
 		s.mu.Lock()
-		sub := s.channels[channelOf(m.Topic)]
+		sub := s.channels[ch]
 		own := sub != nil && sub.member != nil && sub.key == m.User
 		s.mu.Unlock()
 		if own {
