@@ -34,6 +34,7 @@ func (c *serveConfig) engine(sc server.Config, log *slog.Logger) (relay.Engine, 
 			URL:               c.Broker,
 			NodeID:            sc.NodeID,
 			History:           c.History,
+			HistoryBytes:      int64(c.HistoryBudget), // per history stream: one per -history rule
 			IdempotencyWindow: c.IdempotencyTTL,
 			ReconnectGrace:    sc.Hub.ReconnectGrace,
 		}, log)

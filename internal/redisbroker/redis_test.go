@@ -191,3 +191,96 @@ func TestInfoLimit(t *testing.T) {
 		}
 	}
 }
+
+// countKeys counts the keys matching pattern.
+func countKeys(t *testing.T, c rueidis.Client, pattern string) int {
+	t.Helper()
+	n, cursor := 0, uint64(0)
+	for range 10_000 {
+		e, err := c.Do(context.Background(), c.B().Scan().Cursor(cursor).Match(pattern).Count(1000).Build()).AsScanEntry()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(e.Elements)
+		if cursor = e.Cursor; cursor == 0 {
+			break
+		}
+	}
+	return n
+}
+
+// Reading topics nobody published to (a relay.v1 subscribe, GET /history)
+// stores their fresh epochs, but at most FreshMax of them: a client naming
+// new topics cannot grow Redis without bound. A first publish takes its
+// topic's epoch out of the bounded set.
+func TestFreshHeadsBounded(t *testing.T) {
+	prefix := "relaytest-" + redisbroker.NewNodeID()
+	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
+	b := newNode(t, sharedRedis, prefix, brokertest.NewRecorder(), func(c *redisbroker.Config) { c.FreshMax = 50 })
+	opt, _ := rueidis.ParseURL(sharedRedis)
+	opt.DisableCache = true
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	epochs := map[string]string{}
+	for i := range 300 {
+		topic := fmt.Sprintf("new-%d", i)
+		p, err := b.History(ctx, topic, 0, 0)
+		if err != nil || p.Latest.Offset != 0 || p.Latest.Epoch == "" {
+			t.Fatalf("History(%s) = %+v, %v; want offset 0 and an epoch", topic, p.Latest, err)
+		}
+		epochs[topic] = p.Latest.Epoch
+	}
+	if n := countKeys(t, c, prefix+":s:*"); n != 50 {
+		t.Fatalf("%d topic heads after reading 300 new topics, want the bound of 50", n)
+	}
+	if n, err := c.Do(ctx, c.B().Zcard().Key(prefix+":f").Build()).AsInt64(); err != nil || n != 50 {
+		t.Fatalf("ZCARD of the fresh set = %d, %v; want 50", n, err)
+	}
+	// The newest reads kept their epochs; the first publish carries it.
+	rc, err := b.Publish(ctx, &relay.Message{Topic: "new-299", Data: []byte("x")}, relay.PublishOptions{})
+	if err != nil || rc.Offset != 1 || rc.Epoch != epochs["new-299"] {
+		t.Fatalf("first publish to a kept topic = %+v, %v; want offset 1 of epoch %s", rc, err, epochs["new-299"])
+	}
+	if n, err := c.Do(ctx, c.B().Zcard().Key(prefix+":f").Build()).AsInt64(); err != nil || n != 49 {
+		t.Fatalf("ZCARD of the fresh set after a first publish = %d, %v; want 49", n, err)
+	}
+	// The oldest were forgotten: their first message starts another epoch.
+	rc, err = b.Publish(ctx, &relay.Message{Topic: "new-0", Data: []byte("x")}, relay.PublishOptions{})
+	if err != nil || rc.Offset != 1 || rc.Epoch == epochs["new-0"] {
+		t.Fatalf("first publish to a forgotten topic = %+v, %v; want offset 1 of a new epoch", rc, err)
+	}
+}
+
+// A watched topic's fresh epoch outlives FreshTTL: its subscribers were
+// told it, and the first message, however late, carries it.
+func TestWatchedFreshEpochKept(t *testing.T) {
+	prefix := "relaytest-" + redisbroker.NewNodeID()
+	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
+	b := newNode(t, sharedRedis, prefix, brokertest.NewRecorder(), func(c *redisbroker.Config) { c.FreshTTL = 500 * time.Millisecond })
+	ctx := context.Background()
+	b.Watch("watched")
+	if err := b.Sync(ctx, "watched"); err != nil {
+		t.Fatal(err)
+	}
+	var told [2]string
+	for i, topic := range []string{"watched", "unwatched"} {
+		p, err := b.History(ctx, topic, 0, 0)
+		if err != nil || p.Latest.Epoch == "" {
+			t.Fatalf("History(%s) = %+v, %v", topic, p.Latest, err)
+		}
+		told[i] = p.Latest.Epoch
+	}
+	time.Sleep(1500 * time.Millisecond) // three fresh TTLs, seven heartbeats
+	rc, err := b.Publish(ctx, &relay.Message{Topic: "watched", Data: []byte("x")}, relay.PublishOptions{})
+	if err != nil || rc.Offset != 1 || rc.Epoch != told[0] {
+		t.Fatalf("first publish to the watched topic = %+v, %v; want offset 1 of the epoch told, %s", rc, err, told[0])
+	}
+	rc, err = b.Publish(ctx, &relay.Message{Topic: "unwatched", Data: []byte("x")}, relay.PublishOptions{})
+	if err != nil || rc.Offset != 1 || rc.Epoch == told[1] {
+		t.Fatalf("first publish to the unwatched topic = %+v, %v; want a new epoch (its fresh one expired)", rc, err)
+	}
+}

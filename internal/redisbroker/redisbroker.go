@@ -65,6 +65,10 @@ import (
 	"github.com/relayhq/relay/internal/sequencer"
 )
 
+// DefaultFreshMax is Config.FreshMax's default, the memory engine's bound
+// on the same epochs.
+const DefaultFreshMax = 100_000
+
 // Config tunes the engine. URL is required; the rest has defaults.
 type Config struct {
 	// URL is redis://[user:pass@]host:port/db or rediss://.
@@ -86,6 +90,10 @@ type Config struct {
 	// FreshTTL is how long the epoch handed out for a topic nobody
 	// published to is kept (longer while a node watches the topic).
 	FreshTTL time.Duration // default 5m
+	// FreshMax bounds how many such epochs are kept: reads must not
+	// grow Redis without bound. Past it the least recently read is
+	// forgotten, and its readers see a new epoch with its first message.
+	FreshMax int // default 100,000
 	// ReconnectGrace is how long a registration held by a node that died
 	// outlives it.
 	ReconnectGrace time.Duration // default 30s
@@ -116,6 +124,9 @@ func (c Config) withDefaults() Config {
 	def(&c.IdempotencyWindow, 2*time.Minute)
 	def(&c.StreamIdle, time.Hour)
 	def(&c.FreshTTL, 5*time.Minute)
+	if c.FreshMax <= 0 {
+		c.FreshMax = DefaultFreshMax
+	}
 	def(&c.Timeout, 2*time.Second)
 	def(&c.NodeTTL, 10*time.Second)
 	def(&c.Heartbeat, 2*time.Second)
@@ -319,6 +330,7 @@ type keys struct{ prefix, chans string }
 
 func (k keys) head(topic string) string     { return k.prefix + ":s:" + topic }
 func (k keys) history(topic string) string  { return k.prefix + ":h:" + topic }
+func (k keys) fresh() string                { return k.prefix + ":f" }
 func (k keys) channel(topic string) string  { return k.chans + ":c:" + topic }
 func (k keys) idem(sum string) string       { return k.prefix + ":i:" + sum }
 func (k keys) nodeChannel(n string) string  { return k.chans + ":n:" + n }

@@ -590,9 +590,30 @@ func (b *Broker) checkHeads(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		var fresh rueidis.Commands
 		for i, t := range topics[:n] {
 			b.seq.Check(t, heads[i])
+			if heads[i].Offset == 0 && heads[i].Epoch != "" {
+				fresh = append(fresh, b.refreshFresh(t)...)
+			}
+		}
+		if len(fresh) > 0 {
+			rctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+			b.client.DoMulti(rctx, fresh...) // a failure is retried next beat
+			cancel()
 		}
 		topics = topics[n:]
+	}
+}
+
+// refreshFresh keeps the epoch handed out for a watched topic nobody
+// published to yet: its subscribers were told it, and the first message
+// must carry it, however long that takes. Neither command touches a head
+// that a publish made meanwhile (GT never shortens its TTL, XX adds no
+// entry).
+func (b *Broker) refreshFresh(topic string) rueidis.Commands {
+	return rueidis.Commands{
+		b.client.B().Pexpire().Key(b.keys.head(topic)).Milliseconds(b.cfg.FreshTTL.Milliseconds()).Gt().Build(),
+		b.client.B().Zadd().Key(b.keys.fresh()).Xx().ScoreMember().ScoreMember(float64(time.Now().UnixMilli()), topic).Build(),
 	}
 }

@@ -17,10 +17,10 @@ import (
 // publishScript publishes one message in one round trip.
 //
 // KEYS: head, history, channel, idempotency key (the key "" part: unused
-// when ARGV[7] is "").
+// when ARGV[7] is ""), the set of fresh heads.
 // ARGV: payload, history size, history TTL ms, stream idle ms, a new
 // epoch (used when the topic has none), user ("" for everyone), the
-// idempotency key's TTL ms ("" for none), now ms.
+// idempotency key's TTL ms ("" for none), now ms, topic.
 //
 // It returns {offset, epoch, duplicate}. A message to one user is only
 // published: it has no offset and no history.
@@ -45,7 +45,10 @@ if not epoch then
   redis.call('HSET', head, 'e', epoch)
 end
 local offset = redis.call('HINCRBY', head, 'o', 1)
-if offset == 1 then redis.call('DEL', hist) end
+if offset == 1 then
+  redis.call('DEL', hist)
+  redis.call('ZREM', KEYS[5], ARGV[9])
+end
 if size > 0 then
   redis.call('XADD', hist, 'MAXLEN', size, offset .. '-0', 'd', ARGV[1], 't', ARGV[8])
   redis.call('PEXPIRE', hist, histTTL)
@@ -60,22 +63,39 @@ return {tostring(offset), epoch, 0}
 
 // readScript reads a topic's head and the history after an offset.
 //
-// KEYS: head, history. ARGV: since ("" for the head only), limit (0: all),
-// a new epoch, the fresh epoch's TTL ms.
+// KEYS: head, history, the set of fresh heads. ARGV: since ("" for the
+// head only), limit (0: all), a new epoch, the fresh epoch's TTL ms, now
+// ms, topic, the head keys' prefix, the most fresh heads kept.
 //
 // A topic without a head gets a fresh one, holding only the epoch its
 // first message will carry, for the fresh TTL: the same answer on every
-// node, and no lasting state. It returns {epoch, offset, entries}.
+// node, and no lasting state. Fresh heads are also listed in a sorted set
+// by when they were last read, so that their number is bounded: past the
+// bound the least recently read one is forgotten (a reader told its epoch
+// then sees a new epoch with the first message, a gap, never a loss).
+// Entries whose head expired are trimmed as new ones come. It returns
+// {epoch, offset, entries}.
 var readScript = rueidis.NewLuaScript(`
-local head, hist = KEYS[1], KEYS[2]
+local head, hist, fresh = KEYS[1], KEYS[2], KEYS[3]
+local ttl, now = tonumber(ARGV[4]), tonumber(ARGV[5])
 local epoch = redis.call('HGET', head, 'e')
 if not epoch then
   redis.call('HSET', head, 'e', ARGV[3])
-  redis.call('PEXPIRE', head, ARGV[4])
+  redis.call('PEXPIRE', head, ttl)
+  redis.call('ZREMRANGEBYSCORE', fresh, '-inf', now - ttl)
+  redis.call('ZADD', fresh, now, ARGV[6])
+  if redis.call('ZCARD', fresh) > tonumber(ARGV[8]) then
+    local old = redis.call('ZPOPMIN', fresh)
+    local h = ARGV[7] .. old[1]
+    if old[1] ~= ARGV[6] and redis.call('HEXISTS', h, 'o') == 0 then redis.call('DEL', h) end
+  end
   return {ARGV[3], 0, {}}
 end
 local offset = tonumber(redis.call('HGET', head, 'o') or '0')
-if offset == 0 then redis.call('PEXPIRE', head, ARGV[4], 'GT') end
+if offset == 0 then
+  redis.call('PEXPIRE', head, ttl, 'GT')
+  redis.call('ZADD', fresh, 'XX', now, ARGV[6])
+end
 if ARGV[1] == "" or tonumber(ARGV[1]) >= offset then return {epoch, offset, {}} end
 local entries
 if tonumber(ARGV[2]) > 0 then
@@ -120,10 +140,10 @@ func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.Publi
 		idemTTL = strconv.FormatInt(b.cfg.IdempotencyWindow.Milliseconds(), 10)
 	}
 	res, err := b.exec(ctx, publishScript,
-		[]string{b.keys.head(m.Topic), b.keys.history(m.Topic), b.keys.channel(m.Topic), idemKey},
+		[]string{b.keys.head(m.Topic), b.keys.history(m.Topic), b.keys.channel(m.Topic), idemKey, b.keys.fresh()},
 		[]string{string(m.Data), strconv.Itoa(r.Size), strconv.FormatInt(r.TTL.Milliseconds(), 10),
 			strconv.FormatInt(b.cfg.StreamIdle.Milliseconds(), 10), relay.NewEpoch(), user, idemTTL,
-			strconv.FormatInt(time.Now().UnixMilli(), 10)}).ToArray()
+			strconv.FormatInt(time.Now().UnixMilli(), 10), m.Topic}).ToArray()
 	if err != nil {
 		return relay.Receipt{}, unavailable("publishing", err)
 	}
@@ -148,8 +168,9 @@ func (b *Broker) History(ctx context.Context, topic string, since uint64, limit 
 	if since == ^uint64(0) {
 		sinceArg = "" // the head only
 	}
-	res, err := b.exec(ctx, readScript, []string{b.keys.head(topic), b.keys.history(topic)},
-		[]string{sinceArg, strconv.Itoa(max(limit, 0)), relay.NewEpoch(), strconv.FormatInt(b.cfg.FreshTTL.Milliseconds(), 10)}).ToArray()
+	res, err := b.exec(ctx, readScript, []string{b.keys.head(topic), b.keys.history(topic), b.keys.fresh()},
+		[]string{sinceArg, strconv.Itoa(max(limit, 0)), relay.NewEpoch(), strconv.FormatInt(b.cfg.FreshTTL.Milliseconds(), 10),
+			strconv.FormatInt(time.Now().UnixMilli(), 10), topic, b.keys.head(""), strconv.Itoa(b.cfg.FreshMax)}).ToArray()
 	if err != nil {
 		return relay.HistoryPage{}, unavailable("reading history", err)
 	}
