@@ -59,6 +59,7 @@ func Run(t *testing.T, f Factory) {
 		{"HistoryPaging", testHistoryPaging},
 		{"Idempotency", testIdempotency},
 		{"UserMessage", testUserMessage},
+		{"Transient", testTransient},
 		{"Fanout", testFanout},
 		{"ConcurrentFanout", testConcurrentFanout},
 		{"Unwatch", testUnwatch},

@@ -111,7 +111,7 @@ func (n *fakeNode) Publish(ctx context.Context, m *relay.Message, opts relay.Pub
 		}
 	}
 	var r relay.Receipt
-	if !m.HasUser {
+	if !m.HasUser && !opts.Transient {
 		s := b.streams[m.Topic]
 		if s == nil {
 			s = &fakeStream{epoch: cmp.Or(b.fresh[m.Topic], epoch())}

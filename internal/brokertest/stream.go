@@ -231,6 +231,48 @@ func testUserMessage(t *testing.T, f Factory) {
 	}
 }
 
+// testTransient: a transient publish reaches every node's subscribers
+// once, with no offset, takes no place in the stream and creates none.
+func testTransient(t *testing.T, f Factory) {
+	c, ctx := start(t, f, 2), testCtx(t)
+	a, b := c.a(), c.b()
+	topic, fresh := newTopic(t), newTopic(t)
+	watch(t, ctx, b, topic)
+	watch(t, ctx, b, fresh)
+	first := c.publish(t, ctx, a, &relay.Message{Topic: topic, Data: []byte("m1")}, "")
+	for _, tt := range []struct{ topic, data string }{{topic, "notice"}, {fresh, "notice"}} {
+		m := &relay.Message{Topic: tt.topic, Data: []byte(tt.data)}
+		r, err := a.Publish(ctx, m, relay.PublishOptions{Transient: true})
+		if err != nil || r.Position != (relay.Position{}) || m.Offset != 0 || m.Epoch != "" {
+			t.Fatalf("%s.Publish(%q, transient) = %+v, %v, message at {%d %s}; want no position", a.name, tt.topic, r, err, m.Offset, m.Epoch)
+		}
+	}
+	if r := c.publish(t, ctx, a, &relay.Message{Topic: topic, Data: []byte("m2")}, ""); r.Offset != 2 || r.Epoch != first.Epoch {
+		t.Errorf("%s.Publish(%q) after a transient one = %+v, want offset 2 of epoch %s", a.name, topic, r.Position, first.Epoch)
+	}
+	b.rec.WaitMessages(t, topic, 3)
+	b.rec.WaitMessages(t, fresh, 1)
+	wait(c)
+	var offsets []uint64
+	for _, m := range b.rec.Messages(topic) {
+		if m.HasUser || m.Kind != relay.KindPublish || (m.Offset == 0) != (string(m.Data) == "notice") {
+			t.Errorf("%s received %+v on %q", b.name, m, topic)
+		}
+		offsets = append(offsets, m.Offset)
+	}
+	if got := b.rec.Messages(fresh); len(got) != 1 || got[0].Offset != 0 || string(got[0].Data) != "notice" || len(offsets) != 3 || offsets[0] != 1 || offsets[2] != 2 {
+		t.Errorf("%s received offsets %v on %q (want 1, 0, 2) and %+v on %q (want one notice)", b.name, offsets, topic, got, fresh)
+	}
+	for _, n := range []node{a, b} {
+		if p := history(t, ctx, n, topic, 0, 0); len(p.Messages) != 2 || p.Latest.Offset != 2 {
+			t.Errorf("%s.History(%q) = offsets %v, latest %+v; want 1 and 2", n.name, topic, pageOffsets(p), p.Latest)
+		}
+		if p := history(t, ctx, n, fresh, 0, 0); len(p.Messages) != 0 || p.Latest.Offset != 0 {
+			t.Errorf("%s.History(%q) after only a transient publish = offsets %v, latest %+v; want no stream", n.name, fresh, pageOffsets(p), p.Latest)
+		}
+	}
+}
+
 // wait lets stray deliveries show before a count, on engines that deliver
 // after Publish returns.
 func wait(c *cluster) {

@@ -284,6 +284,10 @@ func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.Publi
 	if err := ctx.Err(); err != nil {
 		return relay.Receipt{}, err
 	}
+	if opts.Transient {
+		m.Offset, m.Epoch = 0, ""
+		return relay.Receipt{Delivered: b.local.Fanout(m)}, nil
+	}
 	if opts.IdempotencyKey == "" {
 		return b.publish(m), nil
 	}

@@ -131,8 +131,8 @@ func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.Publi
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
-	if m.HasUser {
-		return b.publishToUser(ctx, c, inf, m, opts)
+	if m.HasUser || opts.Transient {
+		return b.publishLive(ctx, c, inf, m, opts)
 	}
 	r, err := b.publishStored(ctx, c, inf, m, opts)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -145,13 +145,14 @@ func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.Publi
 	return r, err
 }
 
-// publishToUser sends a message to one user's clients on every node. An
+// publishLive sends a message outside the topic's stream (to one user's
+// clients, or transient) to every node on the topic's core subject. An
 // idempotency key is recorded first (create-if-absent) and dropped again
 // if the send fails, so a retry is not taken for a duplicate.
-func (b *Broker) publishToUser(ctx context.Context, c *conn, inf *infra, m *relay.Message, opts relay.PublishOptions) (relay.Receipt, error) {
+func (b *Broker) publishLive(ctx context.Context, c *conn, inf *infra, m *relay.Message, opts relay.PublishOptions) (relay.Receipt, error) {
 	var key string
 	var keyRev uint64
-	if opts.IdempotencyKey != "" {
+	if opts.IdempotencyKey != "" && !opts.Transient {
 		key = idemKey(m, opts.IdempotencyKey)
 		rev, err := inf.idem.Create(ctx, key, nil)
 		if errors.Is(err, jetstream.ErrKeyExists) {
@@ -164,7 +165,9 @@ func (b *Broker) publishToUser(ctx context.Context, c *conn, inf *infra, m *rela
 	}
 	msg := nats.NewMsg(b.n.topic + "." + token(m.Topic))
 	msg.Data = m.Data
-	msg.Header.Set(hdrUser, m.User.String())
+	if m.HasUser {
+		msg.Header.Set(hdrUser, m.User.String())
+	}
 	msg.Header.Set(hdrNode, b.cfg.NodeID)
 	err := c.nc.PublishMsg(msg)
 	if err == nil {
@@ -176,7 +179,7 @@ func (b *Broker) publishToUser(ctx context.Context, c *conn, inf *infra, m *rela
 			b.remove(rctx, b.n.idem, key, keyRev) // best effort: NATS is likely down
 			cancel()
 		}
-		return relay.Receipt{}, unavailable("publishing to one user", err)
+		return relay.Receipt{}, unavailable("publishing outside the stream", err)
 	}
 	m.Offset, m.Epoch = 0, ""
 	return relay.Receipt{Delivered: b.seq.Offer(m)}, nil

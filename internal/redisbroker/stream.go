@@ -125,6 +125,9 @@ func (b *Broker) rule(topic string) relay.HistoryRule {
 // connection is being replaced, publishes go on, and what the node misses
 // meanwhile is repaired from history once it is back.
 func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.PublishOptions) (relay.Receipt, error) {
+	if opts.Transient {
+		return b.publishTransient(ctx, m)
+	}
 	r := b.rule(m.Topic)
 	user, idemKey, idemTTL := "", b.keys.idem(""), ""
 	if m.HasUser {
@@ -160,6 +163,22 @@ func (b *Broker) Publish(ctx context.Context, m *relay.Message, opts relay.Publi
 		rc.Delivered = b.seq.Offer(m)
 	}
 	return rc, nil
+}
+
+// publishTransient publishes m outside its topic's stream: one PUBLISH of
+// an offset-0 message, which every node (this one included, through its
+// pub/sub connection) hands to its subscribers as it would a message to
+// one user. Nodes that predate transient publishes read it the same way.
+func (b *Broker) publishTransient(ctx context.Context, m *relay.Message) (relay.Receipt, error) {
+	user := ""
+	if m.HasUser {
+		user = m.User.String()
+	}
+	err := b.call(ctx, b.client.B().Publish().Channel(b.keys.channel(m.Topic)).Message("p\n0\n\n"+user+"\n"+string(m.Data)).Build()).Error()
+	if err != nil {
+		return relay.Receipt{}, unavailable("publishing", err)
+	}
+	return relay.Receipt{}, nil
 }
 
 // History implements relay.HistoryReader.

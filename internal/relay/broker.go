@@ -72,6 +72,13 @@ type PublishOptions struct {
 	// broker's window return the first publish's receipt without
 	// publishing again.
 	IdempotencyKey string
+	// Transient publishes outside the topic's stream, as a message to one
+	// user is: no offset, no history, no stream created, at most once to
+	// every subscriber on every node. It is for notices that only the
+	// moment's subscribers want (Pusher's subscription_count), which must
+	// not make a topic's stream exist: clients could otherwise create
+	// streams by subscribing. IdempotencyKey is ignored with it.
+	Transient bool
 }
 
 // Receipt is what a publish achieved.

@@ -357,7 +357,8 @@ func (p *Protocol) countChanged(app *App, channel string) {
 		data := jsonString(mustJSON(struct {
 			Count int `json:"subscription_count"`
 		}{n}))
-		p.cfg.Broker.Publish(ctx, &relay.Message{Topic: countTopic(app.ID, channel), Data: Event{Event: "pusher_internal:subscription_count", Channel: channel, Data: data}.Encode("")}, relay.PublishOptions{})
+		p.cfg.Broker.Publish(ctx, &relay.Message{Topic: countTopic(app.ID, channel), Data: Event{Event: "pusher_internal:subscription_count", Channel: channel, Data: data}.Encode("")},
+			relay.PublishOptions{Transient: true}) // a stored publish would let subscribes create streams
 	})
 }
 
@@ -369,5 +370,6 @@ func counts(app *App, ch Channel) bool {
 }
 
 // countTopic carries a channel's subscription_count events, apart from
-// the channel's own stream and history.
+// the channel's own stream and history; they are transient, so the topic
+// never has a stream of its own.
 func countTopic(app, channel string) string { return Topic(app, "#count/"+channel) }

@@ -34,7 +34,11 @@ const (
 	DefaultVacateDelay = 3 * time.Second
 	// webhookQueue and webhookQueueBytes bound the events waiting per app
 	// (client events carry up to max_event_data each); past them new ones
-	// are dropped and counted.
+	// are dropped and counted. Events any holder of the app key can cause
+	// (channel_occupied, channel_vacated, cache_miss: subscribing to public
+	// channels is enough) may take at most half of either, so that a
+	// client churning through public channels cannot crowd out the
+	// member and client events of signed sockets.
 	webhookQueue      = 10_000
 	webhookQueueBytes = 16 << 20
 	// webhookBatch bounds the events of one request.
@@ -63,6 +67,20 @@ type webhookEvent struct {
 // and a little for the rest.
 func (e webhookEvent) size() int { return len(e.Data) + len(e.Channel) + 64 }
 
+// open reports whether e is one that any holder of the app key can cause,
+// which webhookQueue's half bounds.
+func (e webhookEvent) open() bool {
+	return e.Name == "channel_occupied" || e.Name == "channel_vacated" || e.Name == "cache_miss"
+}
+
+// queueUse is what a part of the queue holds.
+type queueUse struct{ events, bytes int }
+
+func (u *queueUse) add(e webhookEvent, sign int) {
+	u.events += sign
+	u.bytes += sign * e.size()
+}
+
 // webhooks is one app's sender: a bounded queue and one goroutine.
 type webhooks struct {
 	app    *App
@@ -71,8 +89,9 @@ type webhooks struct {
 
 	mu      sync.Mutex
 	queue   []webhookEvent
-	queued  int  // bytes of the queued events' data
-	stopped bool // run has returned: add drops
+	all     queueUse // the queued events
+	opened  queueUse // those of them that are open()
+	stopped bool     // run has returned: add drops
 	wake    chan struct{}
 
 	sent, failed, dropped atomic.Uint64
@@ -86,17 +105,30 @@ func newWebhooks(app *App, log func(string, ...slog.Attr)) *webhooks {
 func (w *webhooks) add(e webhookEvent) {
 	size := e.size()
 	w.mu.Lock()
-	if w.stopped || len(w.queue) >= webhookQueue || w.queued+size > webhookQueueBytes {
+	full := w.all.events >= webhookQueue || w.all.bytes+size > webhookQueueBytes
+	if e.open() {
+		full = full || w.opened.events >= webhookQueue/2 || w.opened.bytes+size > webhookQueueBytes/2
+	}
+	if w.stopped || full {
 		w.mu.Unlock()
 		w.dropped.Add(1)
 		return
 	}
 	w.queue = append(w.queue, e)
-	w.queued += size
+	w.count(e, 1)
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
 	default:
+	}
+}
+
+// count adds (sign 1) or removes (-1) e from the queue's use. The caller
+// holds w.mu.
+func (w *webhooks) count(e webhookEvent, sign int) {
+	w.all.add(e, sign)
+	if e.open() {
+		w.opened.add(e, sign)
 	}
 }
 
@@ -132,7 +164,7 @@ func (w *webhooks) requeue(events []webhookEvent) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, e := range events {
-		w.queued += e.size()
+		w.count(e, 1)
 	}
 	w.queue = append(append([]webhookEvent(nil), events...), w.queue...)
 }
@@ -147,7 +179,7 @@ func (w *webhooks) take() []webhookEvent {
 	}
 	batch := append([]webhookEvent(nil), w.queue[:n]...)
 	for _, e := range batch {
-		w.queued -= e.size()
+		w.count(e, -1)
 	}
 	w.queue = w.queue[n:]
 	if len(w.queue) == 0 {
