@@ -40,6 +40,7 @@ history|||history
 pingflood|||pingflood
 pingflood_continuation|||pingflood -continuation
 expiry||-registration-ttl 20s|expiry -ttl 20s
+pusherchurn||-pusher-app-id 1 -pusher-app-key probekey -pusher-app-secret probesecretprobesecret -pusher-subscription-count|pusherchurn
 '
 want=" $* "
 for w in "$@"; do

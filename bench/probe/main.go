@@ -10,6 +10,7 @@
 //	probe history                     60 KB publishes to thousands of distinct topics
 //	probe pingflood [-continuation]   control or empty frames as fast as possible
 //	probe expiry                      100,000 registrations of one user expiring at once
+//	probe pusherchurn                 Pusher sockets churning through new public channels
 //	probe table FILE...               markdown table of the JSON lines
 //
 // Each probe prints a human summary on stderr and one JSON line on stdout
@@ -57,6 +58,7 @@ var probes = []probeDef{
 	{"history", "60 KB publishes to thousands of distinct topics", 60 * time.Second, setupHistory},
 	{"pingflood", "ping (or empty continuation) frames as fast as possible beside 20 pinging victims", 15 * time.Second, setupPingflood},
 	{"expiry", "100,000 registrations of one user, then register latency while they expire", 90 * time.Second, setupExpiry},
+	{"pusherchurn", "Pusher sockets subscribing to and unsubscribing from a new public channel at every frame", 30 * time.Second, setupPusherChurn},
 }
 
 func usage() {
