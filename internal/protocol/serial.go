@@ -9,25 +9,41 @@ import "sync"
 // once when nothing is queued before it. The zero value is ready.
 type Serial[T any] struct {
 	mu      sync.Mutex
-	queue   []T
+	queue   []queued[T]
+	bytes   int // the queued commands' sizes
 	working bool
 }
 
-// Do runs cmd with run: at once when inline is set and nothing is queued,
-// else behind the queued ones. It reports false, running nothing, when max
-// commands are queued already.
-func (q *Serial[T]) Do(cmd T, inline bool, max int, run func(T)) bool {
+type queued[T any] struct {
+	cmd  T
+	size int
+}
+
+// Limit bounds what one socket's Serial holds while the engine is slow:
+// commands are decoded client frames, held outside the send queue's bound,
+// so their bytes are bounded as well as their number.
+type Limit struct{ Commands, Bytes int }
+
+// MaxQueuedBytes is the bytes of commands one socket may have waiting.
+const MaxQueuedBytes = 256 << 10
+
+// Do runs cmd, a command of size bytes, with run: at once when inline is
+// set and nothing is queued, else behind the queued ones. It reports
+// false, running nothing, when lim would be exceeded (a command larger
+// than lim.Bytes may wait when nothing else is held).
+func (q *Serial[T]) Do(cmd T, size int, inline bool, lim Limit, run func(T)) bool {
 	q.mu.Lock()
 	if inline && !q.working {
 		q.mu.Unlock()
 		run(cmd)
 		return true
 	}
-	if len(q.queue) >= max {
+	if len(q.queue) >= lim.Commands || q.bytes > 0 && q.bytes+size > lim.Bytes {
 		q.mu.Unlock()
 		return false
 	}
-	q.queue = append(q.queue, cmd)
+	q.queue = append(q.queue, queued[T]{cmd, size})
+	q.bytes += size
 	start := !q.working
 	q.working = true
 	q.mu.Unlock()
@@ -47,11 +63,13 @@ func (q *Serial[T]) work(run func(T)) {
 			q.mu.Unlock()
 			return
 		}
-		cmd := q.queue[0]
-		var zero T
-		q.queue[0] = zero
+		next := q.queue[0]
+		q.queue[0] = queued[T]{}
 		q.queue = q.queue[1:]
 		q.mu.Unlock()
-		run(cmd)
+		run(next.cmd)
+		q.mu.Lock()
+		q.bytes -= next.size // held until it ran: what it refers to stays alive
+		q.mu.Unlock()
 	}
 }

@@ -168,8 +168,8 @@ func (s *Session) HandleText(c *ws.Conn, msg []byte) {
 		return
 	}
 	inline := cmd.Event == "pusher:ping" || cmd.Event == "pusher:pong"
-	if !s.cmds.Do(cmd, inline, maxQueued, s.run) {
-		s.send(errorFrame(0, fmt.Sprintf("more than %d events are waiting for earlier ones; slow down", maxQueued)))
+	if !s.cmds.Do(cmd, len(msg), inline, protocol.Limit{Commands: maxQueued, Bytes: protocol.MaxQueuedBytes}, s.run) {
+		s.send(errorFrame(0, fmt.Sprintf("more than %d events or %d KiB are waiting for earlier ones; slow down", maxQueued, protocol.MaxQueuedBytes>>10)))
 	}
 }
 

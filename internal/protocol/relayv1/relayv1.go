@@ -142,8 +142,9 @@ func (s *Session) HandleText(c *ws.Conn, msg []byte) {
 	// Unsubscribe, ping and errors never wait: they run at once unless
 	// subscribes are queued before them.
 	inline := cmd.refused != nil || cmd.Type != "subscribe" && cmd.Type != ""
-	if !s.cmds.Do(cmd, inline, maxQueuedCommands, func(cmd command) { s.run(c, cmd) }) {
-		s.reply(c, errorFrame(cmd.ID, "limit_exceeded", fmt.Sprintf("more than %d commands are waiting for earlier subscribes; wait for their replies", maxQueuedCommands)))
+	lim := protocol.Limit{Commands: maxQueuedCommands, Bytes: protocol.MaxQueuedBytes}
+	if !s.cmds.Do(cmd, len(msg), inline, lim, func(cmd command) { s.run(c, cmd) }) {
+		s.reply(c, errorFrame(cmd.ID, "limit_exceeded", fmt.Sprintf("more than %d commands or %d KiB are waiting for earlier subscribes; wait for their replies", maxQueuedCommands, protocol.MaxQueuedBytes>>10)))
 	}
 }
 
