@@ -34,6 +34,16 @@ type Broker struct {
 	lastAsyncErr atomic.Int64   // unix nanoseconds of the last async error logged
 	connected    chan struct{}  // cap 1: a (re)connect to handle
 	reconnects   atomic.Uint64  // connections to NATS replaced, for EngineStats
+	// answered is when NATS last took this node's heartbeat (unix
+	// nanoseconds; 0: never): a server that stopped
+	// answering without closing the connection (frozen, or cut off by a
+	// firewall) looks connected to the client until two pings went
+	// unanswered, 10 to 15 s.
+	answered atomic.Int64
+	// beatFailed says the last heartbeat write failed: silence counts only
+	// then, so that a node whose own heartbeat goroutine was merely slow
+	// to run (a starved CPU) does not turn away clients.
+	beatFailed atomic.Bool
 
 	mu      sync.Mutex
 	running bool
@@ -261,8 +271,18 @@ func (b *Broker) Ready() error {
 	if !b.synced {
 		return fmt.Errorf("natsbroker: setting up and resubscribing after connecting to NATS: %w", relay.ErrUnavailable)
 	}
+	if at := b.answered.Load(); at != 0 && b.beatFailed.Load() {
+		if silent := time.Since(time.Unix(0, at)); silent > b.silentLimit() {
+			return fmt.Errorf("natsbroker: NATS at %s has not taken a heartbeat for %s: %w", b.cfg.URL, silent.Round(time.Second), relay.ErrUnavailable)
+		}
+	}
 	return nil
 }
+
+// silentLimit is how long NATS may go without taking a heartbeat before
+// the node stops calling itself ready: two beats and a command timeout, so
+// that one slow write does not make it flap.
+func (b *Broker) silentLimit() time.Duration { return 2*b.cfg.Heartbeat + b.cfg.Timeout }
 
 // connErr returns nil while the connection to NATS is up, else why not.
 func (b *Broker) connErr() error {
@@ -330,6 +350,7 @@ func (b *Broker) maintain(ctx context.Context) {
 				continue
 			}
 			need = false
+			b.answered.Store(time.Now().UnixNano()) // resync wrote the heartbeat
 			b.mu.Lock()
 			b.synced, b.cause = true, nil
 			b.mu.Unlock()

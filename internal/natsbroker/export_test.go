@@ -37,3 +37,21 @@ func Write(b *Broker, ctx context.Context, topic string, user relay.UserID, coun
 	r.mu.Unlock()
 	return r.write(ctx, pkey{topic, user}, count, info, inc)
 }
+
+// GoneForSure is what a sweep decides of a member missing from its
+// listing of heartbeats, by reading the member's node's heartbeat.
+func GoneForSure(b *Broker, ctx context.Context, member string) bool {
+	_, inf, err := b.use()
+	if err != nil {
+		return false
+	}
+	return b.roster.goneForSure(ctx, inf, member)
+}
+
+// MemberName is how b's connections are named in presence entries.
+func MemberName(b *Broker) string {
+	r := &b.roster
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return memberName(b.cfg.NodeID, r.inc)
+}

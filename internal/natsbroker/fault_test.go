@@ -3,6 +3,7 @@ package natsbroker_test
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -203,4 +204,35 @@ func TestNodeReconnects(t *testing.T) {
 	if after := b.SequencerStats(); after.Repaired != st.Repaired {
 		t.Errorf("b repaired %d messages after the reconnects settled, want 0: the subscription is not live", after.Repaired-st.Repaired)
 	}
+}
+
+// TestNATSFrozen: a NATS server that stops answering without closing the
+// connection (SIGSTOP here; a firewall dropping packets alike) makes the
+// node not ready once a few heartbeats went unanswered, well before the
+// client's pings give up (10-15 s); it is ready again once NATS answers.
+func TestNATSFrozen(t *testing.T) {
+	srv := startServer(t)
+	_, prefix := testCtx(t), newPrefix(t, srv.url())
+	n := newNode(t, srv.url(), prefix, brokertest.NewRecorder(), func(c *natsbroker.Config) {
+		c.Heartbeat, c.Timeout = 300*time.Millisecond, 500*time.Millisecond
+	})
+	if err := srv.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	resumed := false
+	resume := func() {
+		if !resumed {
+			srv.cmd.Process.Signal(syscall.SIGCONT)
+			resumed = true
+		}
+	}
+	t.Cleanup(resume)
+	// 2 beats and a timeout (1.1 s), plus the beat that notices.
+	if !brokertest.Eventually(4*time.Second, func() bool { return errors.Is(n.Ready(), relay.ErrUnavailable) }) {
+		t.Fatalf("Ready() %v after NATS froze = %v, want ErrUnavailable", time.Since(stopped).Round(time.Millisecond), n.Ready())
+	}
+	t.Logf("not ready %v after NATS froze: %v", time.Since(stopped).Round(time.Millisecond), n.Ready())
+	resume()
+	waitReady(t, n, 10*time.Second)
 }

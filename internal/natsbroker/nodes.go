@@ -85,9 +85,12 @@ func (r *roster) beat(ctx context.Context) error {
 		rev, err := inf.nodesKV.Update(ctx, key, val, r.hbRev)
 		if err == nil {
 			r.hbRev = rev
+			r.b.answered.Store(time.Now().UnixNano())
+			r.b.beatFailed.Store(false)
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			r.b.beatFailed.Store(true)
 			return err // NATS is unreachable: try again next beat
 		}
 		r.b.log.Warn("the other nodes declared this node gone; joining again with a new incarnation")
@@ -96,9 +99,12 @@ func (r *roster) beat(ctx context.Context) error {
 	val, _ := json.Marshal(heartbeat{Inc: inc, Beat: r.hbCount})
 	rev, err := inf.nodesKV.Put(ctx, key, val)
 	if err != nil {
+		r.b.beatFailed.Store(true)
 		return err
 	}
 	r.hbRev = rev
+	r.b.answered.Store(time.Now().UnixNano())
+	r.b.beatFailed.Store(false)
 	r.mu.Lock()
 	r.inc, r.reconcile = inc, true
 	r.mu.Unlock()
@@ -412,7 +418,23 @@ func (r *roster) sweep(ctx context.Context, inf *infra, regs bool) error {
 			alive[memberName(node, e.inc)] = true
 		}
 	}
-	dead := func(name string) bool { return !alive[name] }
+	// The listing may leave out a heartbeat rewritten while it ran (all
+	// nodes beat at once after NATS comes back): a node missing from it is
+	// read directly before its members go, or a live node would lose its
+	// presence for good (it sees its own heartbeat intact, so it never
+	// writes its presence again).
+	checked := map[string]bool{}
+	dead := func(name string) bool {
+		if alive[name] {
+			return false
+		}
+		d, ok := checked[name]
+		if !ok {
+			d = r.goneForSure(ctx, inf, name)
+			checked[name] = d
+		}
+		return d
+	}
 	for _, e := range all {
 		if !hasAny(e.members, dead) {
 			continue
@@ -439,6 +461,27 @@ func (r *roster) sweep(ctx context.Context, inf *infra, regs bool) error {
 		}
 	}
 	return nil
+}
+
+// goneForSure reads the heartbeat of a member's node: the member is gone
+// when the node has none, or one of another incarnation. Any other
+// failure keeps it, for a later sweep to decide.
+func (r *roster) goneForSure(ctx context.Context, inf *infra, name string) bool {
+	i := strings.LastIndexByte(name, '#')
+	if i < 0 {
+		return true // not a member name this engine writes
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.b.cfg.Timeout)
+	defer cancel()
+	e, err := inf.nodesKV.Get(ctx, token(name[:i]))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	var hb heartbeat
+	return json.Unmarshal(e.Value(), &hb) == nil && hb.Inc != name[i+1:]
 }
 
 func hasAny(members map[string]int, f func(string) bool) bool {

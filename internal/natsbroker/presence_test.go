@@ -205,3 +205,23 @@ func TestInfoLimit(t *testing.T) {
 		}
 	}
 }
+
+// A sweep whose listing of heartbeats left a live node out (a heartbeat
+// rewritten while the listing ran) reads that node's heartbeat before
+// removing its members: a live node's presence stays; a dead
+// incarnation's, or an unknown node's, goes.
+func TestSweepChecksAMissingHeartbeat(t *testing.T) {
+	prefix := newPrefix(t, sharedNATS)
+	b := newNode(t, sharedNATS, prefix, brokertest.NewRecorder())
+	ctx := context.Background()
+	live := natsbroker.MemberName(b)
+	if natsbroker.GoneForSure(b, ctx, live) {
+		t.Fatalf("member %s of a live node taken for gone", live)
+	}
+	node, _, _ := strings.Cut(live, "#")
+	for _, name := range []string{node + "#otherincarnation", "nosuchnode#x", "no-separator"} {
+		if !natsbroker.GoneForSure(b, ctx, name) {
+			t.Errorf("member %s kept, want it gone", name)
+		}
+	}
+}
