@@ -118,13 +118,7 @@ func TestTransitionsAfterLoss(t *testing.T) {
 func TestTransitionsRestartUnderSameID(t *testing.T) {
 	prefix := "relaytest-" + redisbroker.NewNodeID()
 	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
-	opt, _ := rueidis.ParseURL(sharedRedis)
-	opt.DisableCache = true
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := rawClient(t)
 	ctx := context.Background()
 	for _, cmd := range []rueidis.Completed{
 		c.B().Hset().Key(prefix+":pn:same").FieldValue().FieldValue("room\n5", "1").FieldValue("room\n6", "1").Build(),
