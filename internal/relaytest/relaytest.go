@@ -4,15 +4,45 @@ package relaytest
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/relayhq/relay/client"
 	"github.com/relayhq/relay/internal/server"
 )
+
+// testOutput is t's output until t's cleanups run, then nothing: a
+// socket's command goroutine may still log after the server stopped (it
+// finishes the command it was running), and writing to a finished test's
+// output is a data race the race detector reports.
+func testOutput(t testing.TB) io.Writer {
+	w := &cutWriter{w: t.Output()}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.w = nil
+		w.mu.Unlock()
+	})
+	return w
+}
+
+type cutWriter struct {
+	mu sync.Mutex
+	w  io.Writer // nil once the test is over
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.w == nil {
+		return len(p), nil
+	}
+	return c.w.Write(p)
+}
 
 // Instance is a running server.
 type Instance struct {
@@ -32,7 +62,7 @@ func Start(t testing.TB, cfg server.Config) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(testOutput(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv := server.New(cfg, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &Instance{
