@@ -962,8 +962,17 @@ func (h *Hub) Fanout(m *relay.Message) int {
 		}
 		h.regMu.RUnlock()
 	} else {
+		// A message of the stream comes from the engine one at a time per
+		// topic, so the read lock is enough; a transient one (offset 0)
+		// may come beside them, and the write lock orders it with them, as
+		// for a message to one user (members may append to one pending
+		// buffer).
 		sh := h.shard(m.Topic)
-		sh.mu.RLock()
+		lock, unlock := sh.mu.RLock, sh.mu.RUnlock
+		if m.Offset == 0 {
+			lock, unlock = sh.mu.Lock, sh.mu.Unlock
+		}
+		lock()
 		if t := sh.topics[m.Topic]; t != nil {
 			for i := range t.list {
 				if t.list[i].deliver(d) {
@@ -971,7 +980,7 @@ func (h *Hub) Fanout(m *relay.Message) int {
 				}
 			}
 		}
-		sh.mu.RUnlock()
+		unlock()
 	}
 	h.stats.Publishes.Add(1)
 	h.stats.Deliveries.Add(uint64(n))

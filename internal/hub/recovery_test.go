@@ -161,3 +161,57 @@ func (p privateDuringHistory) History(ctx context.Context, topic string, since u
 	p.b.Publish(ctx, &relay.Message{Topic: "t", HasUser: true, User: 1, Data: []byte("psst")}, relay.PublishOptions{})
 	return p.b.History(ctx, topic, since, limit)
 }
+
+// transientDuringHistory publishes, from several goroutines at once,
+// stored and transient messages to "t" while history is read: the
+// transient ones come outside the engine's per-topic order and must still
+// be appended to the recovering member's pending buffer one at a time.
+type transientDuringHistory struct {
+	b    *memorybroker.Broker
+	each int
+}
+
+func (p transientDuringHistory) History(ctx context.Context, topic string, since uint64, limit int) (relay.HistoryPage, error) {
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for range p.each {
+				m := &relay.Message{Topic: "t", Data: []byte("x")}
+				p.b.Publish(ctx, m, relay.PublishOptions{Transient: g%2 == 0})
+			}
+		})
+	}
+	wg.Wait()
+	return p.b.History(ctx, topic, since, limit)
+}
+
+func TestTransientMessagesDuringRecovery(t *testing.T) {
+	h := hub.New(hub.Config{}, nil)
+	b := memorybroker.New(memorybroker.Config{}, h)
+	ctx := context.Background()
+	id, _ := h.Register(ctx, 1)
+	rec := &recorder{}
+	c, _ := h.Attach(ctx, id, rec, false)
+	const each = 45 // the default history (100) holds every stored one
+	first, _ := b.Publish(ctx, &relay.Message{Topic: "t", Data: []byte("before")}, relay.PublishOptions{})
+	opts := hub.SubscribeOptions{History: transientDuringHistory{b, each}, Since: map[string]relay.Position{"t": first.Position}}
+	if err := h.Subscribe(ctx, c, rec, []string{"t"}, opts); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	transient, stored := 0, 0
+	for _, o := range rec.offsets {
+		if o == 0 {
+			transient++
+		} else {
+			stored++
+			if uint64(stored)+1 != o { // from offset 2, after the recovered position
+				t.Fatalf("stored offsets out of order or repeated: %v", rec.offsets)
+			}
+		}
+	}
+	if transient != 2*each || stored != 2*each {
+		t.Fatalf("delivered %d transient and %d stored messages, want %d of each", transient, stored, 2*each)
+	}
+}

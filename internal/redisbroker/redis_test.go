@@ -286,3 +286,42 @@ func TestWatchedFreshEpochKept(t *testing.T) {
 		t.Fatalf("first publish to the unwatched topic = %+v, %v; want a new epoch (its fresh one expired)", rc, err)
 	}
 }
+
+// The bound on fresh heads spares the topics nodes watch: reads of many
+// new topics evict only unwatched heads, so a watched topic's first
+// message still carries the epoch its subscribers were told.
+func TestFreshBoundSparesWatchedTopics(t *testing.T) {
+	prefix := "relaytest-" + redisbroker.NewNodeID()
+	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
+	b := newNode(t, sharedRedis, prefix, brokertest.NewRecorder(), func(c *redisbroker.Config) { c.FreshMax = 50 })
+	c := rawClient(t)
+	ctx := context.Background()
+	told := map[string]string{}
+	for i := range 40 {
+		topic := fmt.Sprintf("watched-%d", i)
+		b.Watch(topic)
+		if err := b.Sync(ctx, topic); err != nil {
+			t.Fatal(err)
+		}
+		p, err := b.History(ctx, topic, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		told[topic] = p.Latest.Epoch
+	}
+	time.Sleep(500 * time.Millisecond) // two heartbeats: the watched heads are refreshed
+	for i := range 200 {
+		if _, err := b.History(ctx, fmt.Sprintf("unwatched-%d", i), 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := c.Do(ctx, c.B().Zcard().Key(prefix+":f").Build()).AsInt64(); err != nil || n != 50 {
+		t.Fatalf("ZCARD of the fresh set = %d, %v; want the bound of 50", n, err)
+	}
+	for topic, epoch := range told {
+		rc, err := b.Publish(ctx, &relay.Message{Topic: topic, Data: []byte("x")}, relay.PublishOptions{})
+		if err != nil || rc.Offset != 1 || rc.Epoch != epoch {
+			t.Fatalf("first publish to %s = %+v, %v; want offset 1 of the epoch its subscribers were told, %s", topic, rc.Position, err, epoch)
+		}
+	}
+}

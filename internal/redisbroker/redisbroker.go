@@ -65,9 +65,10 @@ import (
 	"github.com/relayhq/relay/internal/sequencer"
 )
 
-// DefaultFreshMax is Config.FreshMax's default, the memory engine's bound
-// on the same epochs.
-const DefaultFreshMax = 100_000
+// DefaultFreshMax is Config.FreshMax's default: for the whole cluster
+// (the memory engine keeps 100,000 per node), about 150 MB of Redis when
+// full.
+const DefaultFreshMax = 1_000_000
 
 // Config tunes the engine. URL is required; the rest has defaults.
 type Config struct {
@@ -92,8 +93,9 @@ type Config struct {
 	FreshTTL time.Duration // default 5m
 	// FreshMax bounds how many such epochs are kept: reads must not
 	// grow Redis without bound. Past it the least recently read is
-	// forgotten, and its readers see a new epoch with its first message.
-	FreshMax int // default 100,000
+	// forgotten (its readers see a new epoch with its first message),
+	// unless nodes watch it: then the new one is not kept.
+	FreshMax int // default 1,000,000
 	// ReconnectGrace is how long a registration held by a node that died
 	// outlives it.
 	ReconnectGrace time.Duration // default 30s
@@ -155,6 +157,10 @@ type Broker struct {
 	reg    registry
 	roster roster
 	sub    subscriber
+
+	// refreshed is when each watched fresh topic's head was last
+	// refreshed; owned by the heartbeat goroutine (checkHeads).
+	refreshed map[string]time.Time
 
 	// down names why Redis cannot be used now (nil while it can).
 	down  atomic.Pointer[string]

@@ -584,6 +584,8 @@ func (b *Broker) beat(ctx context.Context) {
 // out, in batches of one round trip each.
 func (b *Broker) checkHeads(ctx context.Context) {
 	topics := b.seq.Tracked()
+	now, next := time.Now(), map[string]time.Time{}
+	defer func() { b.refreshed = next }() // only topics still fresh and watched
 	for len(topics) > 0 {
 		n := min(len(topics), 1000)
 		heads, err := b.heads(ctx, topics[:n])
@@ -594,6 +596,11 @@ func (b *Broker) checkHeads(ctx context.Context) {
 		for i, t := range topics[:n] {
 			b.seq.Check(t, heads[i])
 			if heads[i].Offset == 0 && heads[i].Epoch != "" {
+				if at, ok := b.refreshed[t]; ok && now.Sub(at) < b.freshRefresh() {
+					next[t] = at
+					continue
+				}
+				next[t] = now
 				fresh = append(fresh, b.refreshFresh(t)...)
 			}
 		}
@@ -606,14 +613,19 @@ func (b *Broker) checkHeads(ctx context.Context) {
 	}
 }
 
+// freshRefresh is how often a watched fresh topic's head is refreshed.
+func (b *Broker) freshRefresh() time.Duration { return b.cfg.FreshTTL / 4 }
+
 // refreshFresh keeps the epoch handed out for a watched topic nobody
 // published to yet: its subscribers were told it, and the first message
-// must carry it, however long that takes. Neither command touches a head
-// that a publish made meanwhile (GT never shortens its TTL, XX adds no
-// entry).
+// must carry it, however long that takes. Its entry in the set of fresh
+// heads is scored by when its TTL now ends, in the future, which the
+// bound on fresh heads spares. Neither command touches a head that a
+// publish made meanwhile (GT never shortens its TTL nor lowers a score,
+// XX adds no entry).
 func (b *Broker) refreshFresh(topic string) rueidis.Commands {
 	return rueidis.Commands{
 		b.client.B().Pexpire().Key(b.keys.head(topic)).Milliseconds(b.cfg.FreshTTL.Milliseconds()).Gt().Build(),
-		b.client.B().Zadd().Key(b.keys.fresh()).Xx().ScoreMember().ScoreMember(float64(time.Now().UnixMilli()), topic).Build(),
+		b.client.B().Zadd().Key(b.keys.fresh()).Xx().Gt().ScoreMember().ScoreMember(float64(time.Now().Add(b.cfg.FreshTTL).UnixMilli()), topic).Build(),
 	}
 }

@@ -69,12 +69,14 @@ return {tostring(offset), epoch, 0}
 //
 // A topic without a head gets a fresh one, holding only the epoch its
 // first message will carry, for the fresh TTL: the same answer on every
-// node, and no lasting state. Fresh heads are also listed in a sorted set
-// by when they were last read, so that their number is bounded: past the
-// bound the least recently read one is forgotten (a reader told its epoch
-// then sees a new epoch with the first message, a gap, never a loss).
-// Entries whose head expired are trimmed as new ones come. It returns
-// {epoch, offset, entries}.
+// node, and no lasting state. Fresh heads are also listed in a sorted set,
+// scored by when they were last read, or, for the topics nodes watch, by
+// when their refreshed TTL ends (in the future), so that their number is
+// bounded: past the bound the least recently read head that no node
+// watches is forgotten, and when every one is watched the new head is not
+// kept. Either way a reader told a forgotten epoch sees a new epoch with
+// the first message, a gap, never a loss. Entries whose head expired are
+// trimmed as new ones come. It returns {epoch, offset, entries}.
 var readScript = rueidis.NewLuaScript(`
 local head, hist, fresh = KEYS[1], KEYS[2], KEYS[3]
 local ttl, now = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -85,16 +87,22 @@ if not epoch then
   redis.call('ZREMRANGEBYSCORE', fresh, '-inf', now - ttl)
   redis.call('ZADD', fresh, now, ARGV[6])
   if redis.call('ZCARD', fresh) > tonumber(ARGV[8]) then
-    local old = redis.call('ZPOPMIN', fresh)
-    local h = ARGV[7] .. old[1]
-    if old[1] ~= ARGV[6] and redis.call('HEXISTS', h, 'o') == 0 then redis.call('DEL', h) end
+    local old = redis.call('ZRANGE', fresh, 0, 0, 'WITHSCORES')
+    if old[1] ~= ARGV[6] and tonumber(old[2]) <= now then
+      redis.call('ZREM', fresh, old[1])
+      local h = ARGV[7] .. old[1]
+      if redis.call('HEXISTS', h, 'o') == 0 then redis.call('DEL', h) end
+    else
+      redis.call('ZREM', fresh, ARGV[6])
+      redis.call('DEL', head)
+    end
   end
   return {ARGV[3], 0, {}}
 end
 local offset = tonumber(redis.call('HGET', head, 'o') or '0')
 if offset == 0 then
   redis.call('PEXPIRE', head, ttl, 'GT')
-  redis.call('ZADD', fresh, 'XX', now, ARGV[6])
+  redis.call('ZADD', fresh, 'XX', 'GT', now, ARGV[6])
 end
 if ARGV[1] == "" or tonumber(ARGV[1]) >= offset then return {epoch, offset, {}} end
 local entries
