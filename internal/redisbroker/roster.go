@@ -593,6 +593,7 @@ func (b *Broker) checkHeads(ctx context.Context) {
 			return
 		}
 		var fresh rueidis.Commands
+		var refreshing []string
 		for i, t := range topics[:n] {
 			b.seq.Check(t, heads[i])
 			if heads[i].Offset == 0 && heads[i].Epoch != "" {
@@ -601,13 +602,22 @@ func (b *Broker) checkHeads(ctx context.Context) {
 					continue
 				}
 				next[t] = now
+				refreshing = append(refreshing, t)
 				fresh = append(fresh, b.refreshFresh(t)...)
 			}
 		}
 		if len(fresh) > 0 {
 			rctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
-			b.client.DoMulti(rctx, fresh...) // a failure is retried next beat
+			res := b.client.DoMulti(rctx, fresh...)
 			cancel()
+			for _, r := range res {
+				if r.Error() != nil {
+					for _, t := range refreshing {
+						delete(next, t) // retried next beat
+					}
+					return // the next heartbeat must not wait for more
+				}
+			}
 		}
 		topics = topics[n:]
 	}
