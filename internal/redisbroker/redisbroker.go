@@ -66,9 +66,9 @@ import (
 )
 
 // DefaultFreshMax is Config.FreshMax's default: for the whole cluster
-// (the memory engine keeps 100,000 per node), about 150 MB of Redis when
+// (the memory engine keeps 100,000 per node), about 80 MB of Redis when
 // full.
-const DefaultFreshMax = 1_000_000
+const DefaultFreshMax = 300_000
 
 // Config tunes the engine. URL is required; the rest has defaults.
 type Config struct {
@@ -95,7 +95,7 @@ type Config struct {
 	// grow Redis without bound. Past it the least recently read is
 	// forgotten (its readers see a new epoch with its first message),
 	// unless nodes watch it: then the new one is not kept.
-	FreshMax int // default 1,000,000
+	FreshMax int // default 300,000
 	// ReconnectGrace is how long a registration held by a node that died
 	// outlives it.
 	ReconnectGrace time.Duration // default 30s
