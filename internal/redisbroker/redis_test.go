@@ -129,7 +129,7 @@ func TestPresenceRewrittenAfterLoss(t *testing.T) {
 func TestRestartUnderSameIDForgetsTheEarlierProcess(t *testing.T) {
 	prefix := "relaytest-" + redisbroker.NewNodeID()
 	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
-	c := rawClient(t)
+	c := client(t)
 	ctx := context.Background()
 	for _, cmd := range []rueidis.Completed{
 		c.B().Hset().Key(prefix+":pn:same").FieldValue().FieldValue("room\n5", "1").Build(),
@@ -186,20 +186,6 @@ func TestInfoLimit(t *testing.T) {
 	}
 }
 
-// rawClient is a client of the shared Redis for a test to look at keys
-// with, closed when the test ends.
-func rawClient(t *testing.T) rueidis.Client {
-	t.Helper()
-	opt, _ := rueidis.ParseURL(sharedRedis)
-	opt.DisableCache = true
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
 // countKeys counts the keys matching pattern.
 func countKeys(t *testing.T, c rueidis.Client, pattern string) int {
 	t.Helper()
@@ -225,7 +211,7 @@ func TestFreshHeadsBounded(t *testing.T) {
 	prefix := "relaytest-" + redisbroker.NewNodeID()
 	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
 	b := newNode(t, sharedRedis, prefix, brokertest.NewRecorder(), func(c *redisbroker.Config) { c.FreshMax = 50 })
-	c := rawClient(t)
+	c := client(t)
 	ctx := context.Background()
 	epochs := map[string]string{}
 	for i := range 300 {
@@ -294,7 +280,7 @@ func TestFreshBoundSparesWatchedTopics(t *testing.T) {
 	prefix := "relaytest-" + redisbroker.NewNodeID()
 	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
 	b := newNode(t, sharedRedis, prefix, brokertest.NewRecorder(), func(c *redisbroker.Config) { c.FreshMax = 50 })
-	c := rawClient(t)
+	c := client(t)
 	ctx := context.Background()
 	told := map[string]string{}
 	for i := range 40 {

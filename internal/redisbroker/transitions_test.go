@@ -118,7 +118,7 @@ func TestTransitionsAfterLoss(t *testing.T) {
 func TestTransitionsRestartUnderSameID(t *testing.T) {
 	prefix := "relaytest-" + redisbroker.NewNodeID()
 	t.Cleanup(func() { flushPrefix(t, sharedRedis, prefix) })
-	c := rawClient(t)
+	c := client(t)
 	ctx := context.Background()
 	for _, cmd := range []rueidis.Completed{
 		c.B().Hset().Key(prefix+":pn:same").FieldValue().FieldValue("room\n5", "1").FieldValue("room\n6", "1").Build(),
