@@ -118,6 +118,10 @@ type Hub struct {
 
 	releases sync.WaitGroup // registrations being handed back to the Registry
 
+	// claims numbers the claims made without a Registry, in the order
+	// they were made, as the Registry numbers its own.
+	claims atomic.Uint64
+
 	topics [shardCount]shard
 
 	stats Stats
@@ -186,7 +190,9 @@ type Client struct {
 
 	// socket names the socket holding the registration in the Registry,
 	// so a late Detach or Kick for an older socket changes nothing; claim
-	// is the Registry's number for it (see relay.Registration.Claim).
+	// is the Registry's number for it (see relay.Registration.Claim), or,
+	// without a Registry, the hub's number of the claim attached last
+	// (guarded by mu).
 	socket string
 	claim  uint64
 }
@@ -334,7 +340,7 @@ func (h *Hub) Claim(ctx context.Context, id relay.ClientID) (*Ticket, error) {
 	if !h.Registered(id) {
 		return nil, fmt.Errorf("no registration with id %q: %w", id, relay.ErrNotFound)
 	}
-	return &Ticket{id: id}, nil
+	return &Ticket{id: id, reg: relay.Registration{Claim: h.claims.Add(1)}}, nil
 }
 
 // Abandon gives back a ticket whose socket never came: the registration
@@ -383,6 +389,15 @@ func (h *Hub) AttachTicket(t *Ticket, sub relay.Subscriber, keepTopics bool) (*C
 	if c.gone {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("registration %q was removed: %w", id, relay.ErrNotFound)
+	}
+	if h.cfg.Registry == nil {
+		// The handler of the earlier handshake may reach this after the
+		// later one's: the later claim wins whichever attaches last.
+		if c.claim > t.reg.Claim {
+			c.mu.Unlock()
+			return nil, ErrSuperseded
+		}
+		c.claim = t.reg.Claim
 	}
 	old := c.sub
 	if old != nil {

@@ -78,3 +78,40 @@ func TestLaterClaimWinsOnOneNode(t *testing.T) {
 		})
 	}
 }
+
+// Without a Registry too: the handler of the earlier handshake may attach
+// after the later one's (it is scheduled late), and must lose.
+func TestLaterClaimWinsWithoutRegistry(t *testing.T) {
+	h := New(Config{}, nil)
+	id, err := h.Register(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := h.Claim(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := h.Claim(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, s2 := &fakeSub{}, &fakeSub{}
+	if _, err := h.AttachTicket(second, s2, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.AttachTicket(first, s1, true); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("attaching the earlier claim last = %v, want ErrSuperseded", err)
+	}
+	if got := fmt.Sprint(s2.closes); got != "[]" {
+		t.Fatalf("the later claim's socket was closed: %s", got)
+	}
+	// A third claim, in order, still replaces the second.
+	third, _ := h.Claim(ctx, id)
+	s3 := &fakeSub{}
+	if _, err := h.AttachTicket(third, s3, true); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(s2.closes) != fmt.Sprint([]relay.CloseReason{relay.CloseReplaced}) {
+		t.Fatalf("the second socket's closes = %v, want replaced", s2.closes)
+	}
+}
