@@ -350,7 +350,6 @@ func (b *Broker) maintain(ctx context.Context) {
 				continue
 			}
 			need = false
-			b.answered.Store(time.Now().UnixNano()) // resync wrote the heartbeat
 			b.mu.Lock()
 			b.synced, b.cause = true, nil
 			b.mu.Unlock()

@@ -68,11 +68,17 @@ func (b *Broker) watchNodes(ctx context.Context) {
 // gone or was overwritten (the others found this node silent for too long
 // and removed it, with its presence and registrations), the node starts a
 // new incarnation and writes its presence again.
-func (r *roster) beat(ctx context.Context) error {
+func (r *roster) beat(ctx context.Context) (err error) {
 	_, inf, err := r.b.use()
 	if err != nil {
 		return err
 	}
+	defer func() { // what Ready judges NATS's silence by
+		if err == nil {
+			r.b.answered.Store(time.Now().UnixNano())
+		}
+		r.b.beatFailed.Store(err != nil)
+	}()
 	r.hbMu.Lock()
 	defer r.hbMu.Unlock()
 	key := token(r.b.cfg.NodeID)
@@ -85,12 +91,9 @@ func (r *roster) beat(ctx context.Context) error {
 		rev, err := inf.nodesKV.Update(ctx, key, val, r.hbRev)
 		if err == nil {
 			r.hbRev = rev
-			r.b.answered.Store(time.Now().UnixNano())
-			r.b.beatFailed.Store(false)
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			r.b.beatFailed.Store(true)
 			return err // NATS is unreachable: try again next beat
 		}
 		r.b.log.Warn("the other nodes declared this node gone; joining again with a new incarnation")
@@ -99,12 +102,9 @@ func (r *roster) beat(ctx context.Context) error {
 	val, _ := json.Marshal(heartbeat{Inc: inc, Beat: r.hbCount})
 	rev, err := inf.nodesKV.Put(ctx, key, val)
 	if err != nil {
-		r.b.beatFailed.Store(true)
 		return err
 	}
 	r.hbRev = rev
-	r.b.answered.Store(time.Now().UnixNano())
-	r.b.beatFailed.Store(false)
 	r.mu.Lock()
 	r.inc, r.reconcile = inc, true
 	r.mu.Unlock()
